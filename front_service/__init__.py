@@ -1,0 +1,1 @@
+"""The shop's front: product detail aggregated from the product and coupon services."""

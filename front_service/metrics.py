@@ -1,0 +1,25 @@
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from shop_common.metrics import LATENCY_BUCKETS
+
+
+class FrontMetrics:
+    """The front's own metrics: how its upstream calls go, and when it degrades."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.latency = Histogram(
+            "shop_upstream_request_duration_seconds", "Time of one upstream attempt",
+            ["upstream"], buckets=LATENCY_BUCKETS, registry=registry,
+        )
+        self.errors = Counter(
+            "shop_upstream_errors", "Failed upstream attempts and calls by kind",
+            ["upstream", "kind"], registry=registry,
+        )
+        self.retries = Counter(
+            "shop_upstream_retries", "Upstream attempts that were retried",
+            ["upstream"], registry=registry,
+        )
+        self.degraded = Counter(
+            "shop_degraded_responses", "Answers served without part of their data",
+            ["missing"], registry=registry,
+        )

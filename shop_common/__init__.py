@@ -1,0 +1,1 @@
+"""What the shop's three services share: settings base, logs, middleware, errors, serving."""

@@ -1,0 +1,83 @@
+import logging
+import sys
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+
+def utc_timestamp(now: float | None = None) -> str:
+    moment = datetime.fromtimestamp(time.time() if now is None else now, UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class JsonLog:
+    """One JSON object per line on stdout, with the keys every shop log line carries.
+
+    Request and upstream lines are written directly rather than through `logging`: they are
+    on the hot path and the stdlib machinery costs several times the serialisation.
+    """
+
+    def __init__(self, service: str, instance: str, release: str) -> None:
+        self.service = service
+        self.instance = instance
+        self.release = release
+
+    def event(self, event: str, level: str = "info", **fields: Any) -> None:
+        record = {
+            "ts": utc_timestamp(),
+            "level": level,
+            "service": self.service,
+            "instance": self.instance,
+            "release": self.release,
+            "event": event,
+            **fields,
+        }
+        sys.stdout.write(orjson.dumps(record, default=str).decode() + "\n")
+        sys.stdout.flush()
+
+
+class JsonFormatter(logging.Formatter):
+    """Formats stdlib records (uvicorn's own messages) in the shop's line format."""
+
+    def __init__(self, service: str = "", instance: str = "", release: str = "") -> None:
+        super().__init__()
+        self.static = {"service": service, "instance": instance, "release": release}
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "ts": utc_timestamp(record.created),
+            "level": record.levelname.lower(),
+            **self.static,
+            "event": "log",
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return orjson.dumps(line, default=str).decode()
+
+
+def uvicorn_log_config(service: str, instance: str, release: str, level: str) -> dict[str, Any]:
+    """A logging dict for uvicorn: its messages as JSON lines on stdout, no access log."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {
+            "json": {
+                "()": JsonFormatter,
+                "service": service,
+                "instance": instance,
+                "release": release,
+            }
+        },
+        "handlers": {
+            "stdout": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stdout"}
+        },
+        "loggers": {
+            "uvicorn": {"handlers": ["stdout"], "level": level.upper(), "propagate": False},
+            "uvicorn.error": {"level": level.upper()},
+            "uvicorn.access": {"handlers": [], "level": "WARNING", "propagate": False},
+        },
+    }

@@ -1,0 +1,1 @@
+"""Command-line tools for the shop: shop-run, shop-probe and shop-logs."""

@@ -1,0 +1,62 @@
+import socket
+from collections.abc import Callable, Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+from upstreams import Upstreams
+
+from coupon_service.app import create_app as create_coupon_app
+from coupon_service.settings import CouponSettings
+from front_service.app import create_app as create_front_app
+from front_service.settings import FrontSettings
+from prod_service.app import create_app as create_prod_app
+from prod_service.settings import ProdSettings
+
+
+@pytest.fixture
+def prod_settings() -> ProdSettings:
+    """Product service settings as deployed, with a fixed instance name."""
+    return ProdSettings(instance="prod-test")
+
+
+@pytest.fixture
+def prod_client(prod_settings: ProdSettings) -> Iterator[TestClient]:
+    """The product app through its full ASGI stack, lifespan included."""
+    with TestClient(create_prod_app(prod_settings)) as client:
+        yield client
+
+
+@pytest.fixture
+def coupon_client() -> Iterator[TestClient]:
+    """The coupon app through its full ASGI stack, lifespan included."""
+    with TestClient(create_coupon_app(CouponSettings(instance="coupon-test"))) as client:
+        yield client
+
+
+@pytest.fixture
+def upstreams() -> Upstreams:
+    """Real prod and coupon apps behind an injectable transport, faults on demand."""
+    return Upstreams()
+
+
+@pytest.fixture
+def front_settings() -> FrontSettings:
+    """Front settings with the default swarm aliases and a short budget so faults end fast."""
+    return FrontSettings(instance="front-test", release="2", upstream_timeout_seconds=0.5)
+
+
+@pytest.fixture
+def front_client(front_settings: FrontSettings, upstreams: Upstreams) -> Iterator[TestClient]:
+    """The front app (lifespan running) talking to the in-process upstreams."""
+    with TestClient(create_front_app(front_settings, transport=upstreams)) as client:
+        yield client
+
+
+@pytest.fixture
+def free_port() -> Callable[[], int]:
+    """A function returning a TCP port on 127.0.0.1 that was free a moment ago."""
+    def pick() -> int:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            return sock.getsockname()[1]
+    return pick

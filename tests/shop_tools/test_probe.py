@@ -1,0 +1,328 @@
+import asyncio
+import json
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import uvicorn
+
+from shop_tools.probe import (
+    ProbeReport,
+    main,
+    parse_args,
+    percentile,
+    run_probe,
+    start_probe,
+)
+
+
+@dataclass
+class TinyApp:
+    """An ASGI app that answers like a shop service: X-Release/X-Instance, failures on demand."""
+
+    release: str = "1"
+    fail: bool = False
+    slow_seconds: float = 1.0
+    client_ports: list[int] = field(default_factory=list)
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        assert scope["type"] == "http"
+        self.client_ports.append(scope["client"][1])
+        if scope["path"] == "/slow":
+            await asyncio.sleep(self.slow_seconds)
+        status = 500 if self.fail else 200
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"x-release", self.release.encode()),
+                    (b"x-instance", b"tiny"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": b'{"status":"OK"}'})
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.01)
+
+
+@pytest.fixture(scope="module")
+def tiny_server() -> Iterator[tuple[str, TinyApp]]:
+    """A real uvicorn on 127.0.0.1 (free port) in a thread, serving one TinyApp."""
+    app = TinyApp()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(
+        app,
+        lifespan="off",
+        loop="asyncio",
+        http="h11",
+        ws="none",
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=1,
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    wait_until(lambda: server.started)
+    yield f"http://127.0.0.1:{port}", app
+    server.should_exit = True
+    thread.join(5)
+    sock.close()
+
+
+@pytest.fixture
+def server(tiny_server: tuple[str, TinyApp]) -> tuple[str, TinyApp]:
+    """The shared tiny server with its app reset to healthy release 1."""
+    base, app = tiny_server
+    app.release, app.fail = "1", False
+    app.client_ports.clear()
+    return base, app
+
+
+@pytest.fixture
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound once to pick it, then closed)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    return port
+
+
+@pytest.fixture
+def resetting_port() -> Iterator[int]:
+    """A loopback port whose server reads each request and resets the connection unanswered."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    listener.settimeout(0.05)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            # Reading first makes the reset hit a sent request, not the connect itself.
+            conn.settimeout(2)
+            conn.recv(65536)
+            # Linger 0 makes close() send RST instead of FIN.
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield listener.getsockname()[1]
+    stop.set()
+    thread.join(5)
+    listener.close()
+
+
+def test_counts_every_scheduled_request_and_reads_release_headers(server):
+    """An open-loop run sends exactly rate*duration requests, all ok, each on a new connection."""
+    base, app = server
+    lines: list[str] = []
+
+    report = run_probe(base + "/", rate=40, duration=0.5, progress=lines.append)
+
+    assert report.total == report.ok == 20
+    assert report.failures == {}
+    assert report.failed == 0
+    assert report.releases == {"1": 20}
+    assert report.instances == {"tiny": 20}
+    assert len(set(app.client_ports)) == 20  # no keep-alive: one connection per request
+    assert report.latencies["p50"] is not None
+    assert report.latencies["p50"] <= report.latencies["p99"] <= report.latencies["max"]
+    assert lines
+    assert "releases 1=" in lines[-1]
+
+
+def test_run_is_bounded_and_prints_one_line_per_second(server):
+    """Requests stay within rate*duration (+1), the run ends near its duration, a line a second."""
+    base, _ = server
+    lines: list[str] = []
+
+    report = run_probe(base + "/", rate=25, duration=1.2, timeout=1.0, progress=lines.append)
+
+    assert report.total <= 25 * 1.2 + 1
+    assert report.elapsed < 1.2 + 1.0 + 0.5
+    assert len(lines) == len(report.timeline) == 2
+    assert [entry["second"] for entry in report.timeline] == [0, 1]
+    assert sum(entry["sent"] for entry in report.timeline) == report.total
+    assert sum(entry["completed"] for entry in report.timeline) == report.total
+
+
+def test_status_errors_are_failures_by_code(server):
+    """A 500 answer counts as failure kind status_500, with the probe's request id kept."""
+    base, app = server
+    app.fail = True
+
+    report = run_probe(base + "/", rate=20, duration=0.25, progress=None)
+
+    assert report.total == 5
+    assert report.ok == 0
+    assert report.failures == {"status_500": 5}
+    assert report.failed == 5
+    assert report.releases == {"1": 5}  # the failed answers still say which release sent them
+    assert report.failure_samples[0]["request_id"].startswith("probe-")
+
+
+def test_refused_connections_are_connect_failures(closed_port):
+    """Nothing listening on the port: every request is a 'connect' failure."""
+    report = run_probe(f"http://127.0.0.1:{closed_port}/", rate=20, duration=0.25, progress=None)
+
+    assert report.total == 5
+    assert report.failures == {"connect": 5}
+    assert not report.releases
+    assert report.latencies["p50"] is None
+
+
+def test_slow_answers_are_timeouts(server):
+    """An answer slower than the timeout is a 'timeout' failure and does not stretch the run."""
+    base, _ = server
+
+    report = run_probe(base + "/slow", rate=10, duration=0.2, timeout=0.2, progress=None)
+
+    assert report.failures == {"timeout": 2}
+    assert report.elapsed < 0.9
+
+
+def test_reset_connections_are_reset_failures(resetting_port):
+    """A server that accepts and resets the connection gives 'reset' failures."""
+    report = run_probe(f"http://127.0.0.1:{resetting_port}/", rate=20, duration=0.2, progress=None)
+
+    assert report.total == 4
+    assert report.failures == {"reset": 4}
+
+
+def test_background_probe_sees_release_switch_and_stops_early(server):
+    """start_probe runs while the release changes; stop_and_wait ends it early with both seen."""
+    base, app = server
+    handle = start_probe(base + "/", rate=50, duration=10, progress=None)
+    wait_until(lambda: handle.completed >= 5)
+    app.release = "2"
+    switched_at = handle.completed
+    wait_until(lambda: handle.completed >= switched_at + 5)
+
+    report = handle.stop_and_wait()
+
+    assert report.stopped_early
+    assert report.elapsed < 5
+    assert report.failed == 0
+    assert set(report.releases) == {"1", "2"}
+    spans = report.release_spans()
+    assert spans["1"]["first_second"] <= spans["2"]["first_second"]
+    assert sum(span["count"] for span in spans.values()) == report.total
+    assert not handle.running
+
+
+def test_stop_event_ends_run_probe(server):
+    """A set stop event ends run_probe without sending its whole schedule."""
+    base, _ = server
+    stop = threading.Event()
+    stop.set()
+
+    report = run_probe(base + "/", rate=10, duration=10, stop=stop, progress=None)
+
+    assert report.stopped_early
+    assert report.total == 0
+    assert report.elapsed < 1
+
+
+def test_cli_exit_status_and_json_report(server, tmp_path, capsys):
+    """main() exits 0 when all succeed and 1 when any fail, and writes the JSON report."""
+    base, app = server
+    out = tmp_path / "probe.json"
+
+    assert main([base + "/", "--rate", "20", "--duration", "0.2", "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["total"] == 4
+    assert data["failed"] == 0
+    assert data["releases"] == {"1": 4}
+    assert data["release_windows"] == [{"start": 0, "end": 5, "releases": {"1": 4}}]
+
+    app.fail = True
+    assert main([base + "/", "--rate", "20", "--duration", "0.2", "--quiet"]) == 1
+    assert "failures: status_500=4" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["http://example.com/"],
+        ["http://10.0.0.1:8080/"],
+        ["ftp://127.0.0.1/"],
+        ["http://127.0.0.1/", "--rate", "0"],
+        ["http://127.0.0.1/", "--duration", "-1"],
+        ["http://127.0.0.1/", "--rate", "fast"],
+    ],
+)
+def test_cli_usage_errors_exit_2(argv, capsys):
+    """Remote targets without --allow-remote and bad numbers are usage errors (exit 2)."""
+    with pytest.raises(SystemExit) as exc_info:
+        main(argv)
+
+    assert exc_info.value.code == 2
+    assert "shop-probe: error" in capsys.readouterr().err
+
+
+def test_allow_remote_lifts_the_loopback_rule():
+    """--allow-remote accepts a remote target (checked at parse time only; nothing is sent)."""
+    args = parse_args(["http://shop.example.com/product-detail/2", "--allow-remote"])
+
+    assert args.allow_remote
+    with pytest.raises(ValueError, match="refusing"):
+        run_probe("http://shop.example.com/", rate=1, duration=1, progress=None)
+
+
+def test_percentile_is_nearest_rank():
+    """p50/p90/p99 use the nearest-rank method; no samples gives None."""
+    values = [float(v) for v in range(1, 101)]
+
+    assert percentile(values, 0.5) == 50.0
+    assert percentile(values, 0.9) == 90.0
+    assert percentile(values, 0.99) == 99.0
+    assert percentile([7.0], 0.99) == 7.0
+    assert percentile([], 0.5) is None
+
+
+def test_release_counts_over_time_and_summary():
+    """Release spans and 5 s windows come from the per-second timeline and appear in the summary."""
+    report = ProbeReport(url="http://127.0.0.1/", rate=2, duration=7)
+    report.timeline = [
+        {"second": s, "releases": releases}
+        for s, releases in enumerate(
+            [{"1": 2}, {"1": 2}, {"1": 2}, {"1": 1, "2": 1}, {"2": 2}, {"2": 2}, {"2": 2}]
+        )
+    ]
+    report.total = report.ok = 14
+    report.releases.update({"1": 7, "2": 7})
+    report.elapsed = 7.0
+
+    assert report.release_spans() == {
+        "1": {"first_second": 0, "last_second": 3, "count": 7},
+        "2": {"first_second": 3, "last_second": 6, "count": 7},
+    }
+    assert report.release_windows() == [
+        {"start": 0, "end": 5, "releases": {"1": 7, "2": 3}},
+        {"start": 5, "end": 10, "releases": {"2": 4}},
+    ]
+    summary = report.summary()
+    assert "1=7 (seen 0s-3s)" in summary
+    assert "failures: none" in summary
