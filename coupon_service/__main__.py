@@ -1,11 +1,10 @@
 from coupon_service.app import create_app
 from coupon_service.settings import CouponSettings
-from shop_common.serve import main_for
+from shop_common.serve import run_service
 
 
 def main() -> None:
-    settings = CouponSettings()
-    main_for(lambda: create_app(settings), settings)
+    run_service(CouponSettings, create_app)
 
 
 if __name__ == "__main__":

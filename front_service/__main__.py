@@ -1,11 +1,10 @@
 from front_service.app import create_app
 from front_service.settings import FrontSettings
-from shop_common.serve import main_for
+from shop_common.serve import run_service
 
 
 def main() -> None:
-    settings = FrontSettings()
-    main_for(lambda: create_app(settings), settings)
+    run_service(FrontSettings, create_app)
 
 
 if __name__ == "__main__":

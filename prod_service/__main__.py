@@ -1,11 +1,10 @@
 from prod_service.app import create_app
 from prod_service.settings import ProdSettings
-from shop_common.serve import main_for
+from shop_common.serve import run_service
 
 
 def main() -> None:
-    settings = ProdSettings()
-    main_for(lambda: create_app(settings), settings)
+    run_service(ProdSettings, create_app)
 
 
 if __name__ == "__main__":

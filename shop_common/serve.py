@@ -4,6 +4,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import uvicorn
 from fastapi import FastAPI
@@ -11,6 +12,8 @@ from fastapi import FastAPI
 from shop_common.lifecycle import Lifecycle
 from shop_common.logs import JsonLog, uvicorn_log_config
 from shop_common.settings import ServiceSettings
+
+S = TypeVar("S", bound=ServiceSettings)
 
 
 class DrainingServer(uvicorn.Server):
@@ -85,11 +88,16 @@ def serve(app: FastAPI, settings: ServiceSettings) -> None:
         sys.exit(3)
 
 
-def main_for(build: Callable[[], FastAPI], settings: ServiceSettings) -> None:
-    """Entry point body shared by the three services: build the app, then serve it."""
+def run_service(settings_class: type[S], create_app: Callable[[S], FastAPI]) -> None:
+    """Entry point body shared by the three services: settings, app, then serve.
+
+    Bad settings or a bad data file stop the service before it listens, with a message
+    that says which setting or file and what is wrong (exit status 2).
+    """
     try:
-        app = build()
-    except ValueError as exc:  # a bad data file or setting: say which, and stop
-        print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
+        settings = settings_class()
+        app = create_app(settings)
+    except ValueError as exc:  # pydantic's ValidationError and DataFileError are ValueErrors
+        print(f"{settings_class.__name__}: {exc}", file=sys.stderr)
         sys.exit(2)
     serve(app, settings)

@@ -1,8 +1,12 @@
 import asyncio
 import json
+import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import pytest
@@ -113,3 +117,17 @@ def test_sigterm_drains_then_exits_0(start_service: StartService) -> None:
     events = [json.loads(line).get("event") for line in prod.log_lines() if line.startswith("{")]
     assert "draining" in events
     assert events[-1] in {"log", "shutdown"}
+
+
+def test_bad_catalogue_file_stops_the_process(tmp_path: Path) -> None:
+    """A malformed catalogue stops `python -m prod_service` at start-up, naming the file."""
+    bad = tmp_path / "products.json"
+    bad.write_text('[{"prodNo": "one"}]')
+    result = subprocess.run(
+        [sys.executable, "-m", "prod_service"], capture_output=True, text=True, timeout=30,
+        env={**os.environ, "SHOP_CATALOGUE_FILE": str(bad), "SHOP_HOST": "127.0.0.1",
+             "SHOP_PORT": "1"},
+    )
+    assert result.returncode == 2
+    assert str(bad) in result.stderr
+    assert "prodNo" in result.stderr
