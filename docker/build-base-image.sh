@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Build local base images from Debian packages with debootstrap, for hosts that cannot pull
+# images from a registry (offline hosts, air-gapped CI, this project's own CI machines).
+# Users who can pull `python:3.12-slim` do not need this.
+#
+#   shop/python-base:bookworm  Debian bookworm minbase + python3 (3.11), python3-venv,
+#                              ca-certificates. Use it with
+#                              docker build --build-arg BASE_IMAGE=shop/python-base:bookworm ...
+#   shop/edge-haproxy:bookworm Debian bookworm minbase + haproxy (2.6), the edge proxy used by
+#                              stacks/edge.yml on hosts without IPVS.
+#
+# Each image is skipped when it already exists (FORCE=1 rebuilds). Needs root and debootstrap
+# (`apt-get install debootstrap`); takes about 45 s per image.
+#
+# Usage: docker/build-base-image.sh [python|edge|all]   (default: all)
+# Env:   DOCKER (client, default docker), DEBIAN_MIRROR, DEBIAN_SUITE (bookworm),
+#        PYTHON_BASE_IMAGE, EDGE_IMAGE (names above), FORCE=1
+set -euo pipefail
+
+DOCKER=${DOCKER:-docker}
+SUITE=${DEBIAN_SUITE:-bookworm}
+MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+PYTHON_BASE_IMAGE=${PYTHON_BASE_IMAGE:-shop/python-base:$SUITE}
+EDGE_IMAGE=${EDGE_IMAGE:-shop/edge-haproxy:$SUITE}
+FORCE=${FORCE:-0}
+
+log() { printf '[build-base-image] %s\n' "$*" >&2; }
+
+image_exists() { "$DOCKER" image inspect "$1" >/dev/null 2>&1; }
+
+# build_rootfs_image IMAGE PACKAGES [docker import --change ...]
+build_rootfs_image() {
+    local image=$1 packages=$2; shift 2
+    if [ "$FORCE" != 1 ] && image_exists "$image"; then
+        log "$image exists, skipped (FORCE=1 rebuilds)"
+        return 0
+    fi
+    command -v debootstrap >/dev/null || { log "debootstrap is missing: apt-get install debootstrap"; return 1; }
+    local rootfs start=$SECONDS
+    rootfs=$(mktemp -d /var/tmp/shop-rootfs.XXXXXX)
+    # shellcheck disable=SC2064  # expand now: the trap must remove this very directory
+    trap "rm -rf '$rootfs'" RETURN
+    log "debootstrap $SUITE + $packages -> $image"
+    debootstrap --variant=minbase --include="$packages" "$SUITE" "$rootfs" "$MIRROR" \
+        >"$rootfs.log" 2>&1 || { tail -n 30 "$rootfs.log" >&2; rm -f "$rootfs.log"; return 1; }
+    rm -f "$rootfs.log"
+    # Only what a container needs at run time: no package caches, lists, docs or locales.
+    rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/* \
+        "$rootfs"/usr/share/doc/* "$rootfs"/usr/share/man/* "$rootfs"/usr/share/info/* \
+        "$rootfs"/usr/share/locale/* "$rootfs"/var/log/*.log "$rootfs"/var/cache/debconf/*-old
+    tar -C "$rootfs" --numeric-owner -c . | "$DOCKER" import \
+        --change 'ENV LANG=C.UTF-8' \
+        --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+        --change "LABEL org.opencontainers.image.description=\"Debian $SUITE minbase + $packages (debootstrap)\"" \
+        "$@" - "$image" >/dev/null
+    log "$image built in $((SECONDS - start))s"
+}
+
+build_python() {
+    build_rootfs_image "$PYTHON_BASE_IMAGE" python3,python3-venv,ca-certificates \
+        --change 'CMD ["python3"]'
+}
+
+build_edge() {
+    build_rootfs_image "$EDGE_IMAGE" haproxy \
+        --change 'CMD ["haproxy", "-W", "-db", "-f", "/usr/local/etc/haproxy/haproxy.cfg"]'
+}
+
+case "${1:-all}" in
+    python) build_python ;;
+    edge) build_edge ;;
+    all)
+        # The two debootstraps are independent: run them side by side.
+        build_python & py=$!
+        build_edge & edge=$!
+        rc=0
+        wait "$py" || rc=1
+        wait "$edge" || rc=1
+        exit "$rc"
+        ;;
+    *) echo "usage: $0 [python|edge|all]" >&2; exit 2 ;;
+esac

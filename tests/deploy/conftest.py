@@ -1,0 +1,66 @@
+"""Shared by the deployment tests: which docker client to use, how a missing Docker is
+treated (skip on a workstation, failure in CI), and the figures the swarm test prints at
+the end of the run."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+FIGURES = pytest.StashKey[list[dict[str, Any]]]()
+
+
+def _missing_docker(reason: str) -> None:
+    if IN_CI:
+        pytest.fail(f"{reason} (CI=true: a missing Docker fails the run)", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def missing_docker() -> Callable[[str], None]:
+    """Skip with a reason, or fail when CI=true: CI must not pass by skipping."""
+    return _missing_docker
+
+
+def _has_stack_config(client: str) -> bool:
+    # `docker stack config` exists from CLI 23.0 on (Debian's 20.10 client lacks it).
+    try:
+        probe = subprocess.run(
+            [client, "stack", "config", "--help"], capture_output=True, text=True, timeout=30
+        )
+    except OSError:
+        return False
+    return probe.returncode == 0 and "compose-file" in probe.stdout
+
+
+@pytest.fixture(scope="session")
+def stack_config_client() -> str:
+    """A docker client that has `docker stack config` (no engine needed): $DOCKER or PATH's."""
+    candidates = [os.environ.get("DOCKER"), shutil.which("docker"), "/usr/bin/docker"]
+    for client in dict.fromkeys(c for c in candidates if c):
+        if _has_stack_config(client):
+            return client
+    _missing_docker("no docker client with `docker stack config` (CLI >= 23.0)")
+    raise AssertionError("unreachable")
+
+
+@pytest.fixture(scope="session")
+def figures(request: pytest.FixtureRequest) -> list[dict[str, Any]]:
+    """Figures (step, seconds, requests, failures) printed in the terminal summary."""
+    return request.config.stash.setdefault(FIGURES, [])
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    rows = config.stash.get(FIGURES, [])
+    if not rows:
+        return
+    terminalreporter.section("swarm end-to-end figures")
+    for row in rows:
+        terminalreporter.write_line("  ".join(f"{key}={value}" for key, value in row.items()))

@@ -1,0 +1,212 @@
+"""The stack files render with `docker stack config` (no engine needed) and say what the
+deployment promises: rolling updates that roll back by themselves, healthchecks without
+curl, a stop grace period that covers the drain, hardened containers, the right networks;
+and the override for hosts without IPVS changes only what it must."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+STACKS = REPO / "stacks"
+ALIASES = {"prod": "prod.api", "coupon": "coupon.api"}
+ENV = {"SHOP_NAMESPACE": "acme", "IMG_TAG": "7", "REPLICAS": "3", "EDGE_PORT": "18123"}
+
+docker = pytest.mark.docker
+
+
+def seconds(value: str) -> float:
+    """A compose duration (e.g. "1m30s", "10s", "500ms") in seconds."""
+    units = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001, "us": 1e-6}
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|us|h|m|s)", value)
+    assert parts, f"not a duration: {value!r}"
+    return sum(float(number) * units[unit] for number, unit in parts)
+
+
+@pytest.fixture(scope="module")
+def render(stack_config_client: str) -> Any:
+    """Render stack files as `docker stack deploy` would read them, with ENV interpolated."""
+
+    def run(*files: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+        args = [stack_config_client, "stack", "config"]
+        for name in files:
+            args += ["-c", str(STACKS / name)]
+        variables = ENV if env is None else env
+        result = subprocess.run(
+            args, capture_output=True, text=True, timeout=60, env={**_base_env(), **variables}
+        )
+        assert result.returncode == 0, result.stderr
+        return yaml.safe_load(result.stdout)
+
+    return run
+
+
+def _base_env() -> dict[str, str]:
+    # Only what the client needs: a SHOP_* or IMG_TAG from the caller's shell must not leak in.
+    keep = ("PATH", "HOME", "DOCKER_CONFIG")
+    return {k: v for k, v in os.environ.items() if k in keep}
+
+
+def app(config: dict[str, Any]) -> dict[str, Any]:
+    return config["services"]["app"]
+
+
+@docker
+@pytest.mark.parametrize("service", ["prod", "coupon", "front"])
+def test_service_stack_renders_with_its_promises(render: Any, service: str) -> None:
+    """Each service stack: image, replicas, start-first update with auto rollback and a
+    monitor window long enough for the healthcheck to fail, limits, hardening."""
+    spec = app(render(f"{service}.yml"))
+    assert spec["image"] == f"acme/{service}-service:7"
+    deploy = spec["deploy"]
+    assert deploy["replicas"] == 3
+    update = deploy["update_config"]
+    assert update["parallelism"] == 1
+    assert update["order"] == "start-first"
+    assert update["failure_action"] == "rollback"
+    health = spec["healthcheck"]
+    assert "curl" not in " ".join(health["test"])
+    assert health["test"][0] == "CMD"
+    must_cover = seconds(health["start_period"]) + seconds(health["interval"]) * health["retries"]
+    assert seconds(update["monitor"]) >= must_cover
+    assert seconds(health["timeout"]) < seconds(health["interval"])
+    rollback = deploy["rollback_config"]
+    assert rollback["order"] == "start-first"
+    assert seconds(rollback["monitor"]) >= must_cover
+    assert deploy["resources"]["limits"]["memory"] == str(200 * 1024 * 1024)
+    assert deploy["resources"]["reservations"]["memory"] == str(100 * 1024 * 1024)
+    # SIGTERM starts the drain, then uvicorn's graceful shutdown; only then SIGKILL.
+    env = spec["environment"]
+    budget = float(env["SHOP_DRAIN_SECONDS"]) + float(env["SHOP_GRACEFUL_TIMEOUT_SECONDS"])
+    grace = seconds(spec["stop_grace_period"])
+    assert budget + 2 <= grace < 60
+    assert spec["read_only"] is True
+    assert spec["cap_drop"] == ["ALL"]
+    uid, _, gid = spec["user"].partition(":")
+    assert int(uid) >= 1000
+    assert int(gid) >= 1000
+    assert {(v["type"], v["target"]) for v in spec["volumes"]} == {("tmpfs", "/tmp")}
+    assert "endpoint_mode" not in deploy  # users keep swarm's VIP
+
+
+@docker
+@pytest.mark.parametrize("service", ["prod", "coupon"])
+def test_api_stacks_join_backend_with_their_alias(render: Any, service: str) -> None:
+    """prod and coupon are reachable as prod.api / coupon.api on the external `backend`."""
+    config = render(f"{service}.yml")
+    assert app(config)["networks"] == {"backend": {"aliases": [ALIASES[service]]}}
+    assert config["networks"]["backend"] == {"name": "backend", "external": True}
+    assert "ports" not in app(config)
+
+
+@docker
+def test_front_publishes_80_and_reaches_the_apis(render: Any) -> None:
+    """The front publishes 80:8080 through the routing mesh, joins `backend` (where the
+    aliases live) and `frontend`, and calls the APIs by their aliases."""
+    config = render("front.yml")
+    spec = app(config)
+    assert spec["ports"] == [
+        {"mode": "ingress", "target": 8080, "published": 80, "protocol": "tcp"}
+    ]
+    assert set(spec["networks"]) == {"backend", "frontend"}
+    assert config["networks"]["backend"] == {"name": "backend", "external": True}
+    assert config["networks"]["frontend"] == {"name": "frontend", "external": True}
+    assert spec["environment"]["SHOP_PROD_API_URL"] == "http://prod.api:3001"
+    assert spec["environment"]["SHOP_COUPON_API_URL"] == "http://coupon.api:3002"
+
+
+@docker
+def test_defaults_without_environment(render: Any) -> None:
+    """With no variables set: namespace shop, tag latest, two replicas."""
+    spec = app(render("front.yml", env={}))
+    assert spec["image"] == "shop/front-service:latest"
+    assert spec["deploy"]["replicas"] == 2
+
+
+@docker
+@pytest.mark.parametrize("service", ["prod", "coupon"])
+def test_no_ipvs_override_only_switches_to_dnsrr(render: Any, service: str) -> None:
+    """With the override, the API stacks are the same apart from endpoint_mode dnsrr."""
+    plain = render(f"{service}.yml")
+    overridden = render(f"{service}.yml", "no-ipvs.yml")
+    assert app(overridden)["deploy"].pop("endpoint_mode") == "dnsrr"
+    assert overridden == plain
+
+
+@docker
+def test_front_for_hosts_without_ipvs_is_front_without_ingress(render: Any) -> None:
+    """front.no-ipvs.yml is front.yml with dnsrr and without the ingress port. (An override
+    cannot remove a port, and swarm rejects dnsrr with an ingress port.)"""
+    plain = render("front.yml")
+    no_ipvs = render("front.no-ipvs.yml")
+    assert app(no_ipvs)["deploy"].pop("endpoint_mode") == "dnsrr"
+    assert "ports" not in app(no_ipvs)
+    del app(plain)["ports"]
+    assert no_ipvs == plain
+    # Why the front needs its own file: the override keeps the ingress port.
+    assert app(render("front.yml", "no-ipvs.yml"))["ports"][0]["mode"] == "ingress"
+
+
+@docker
+def test_edge_is_published_in_host_mode_with_its_config(render: Any) -> None:
+    """The edge publishes EDGE_PORT in host mode (no routing mesh), one task per node, on
+    `frontend` only (it reaches the front, not the APIs), with haproxy.cfg as a config."""
+    config = render("edge.yml")
+    spec = config["services"]["proxy"]
+    assert spec["ports"] == [
+        {"mode": "host", "target": 8080, "published": 18123, "protocol": "tcp"}
+    ]
+    assert spec["deploy"]["mode"] == "global"
+    assert set(spec["networks"]) == {"frontend"}
+    assert spec["read_only"] is True
+    assert spec["cap_drop"] == ["ALL"]
+    assert not spec["user"].startswith("0")
+    (cfg,) = spec["configs"]
+    assert cfg["target"] == "/usr/local/etc/haproxy/haproxy.cfg"
+    source = Path(config["configs"][cfg["source"]]["file"])
+    assert source == STACKS / "edge" / "haproxy.cfg"
+    assert "tasks.front_app:8080" in source.read_text()
+
+
+def test_makefile_steps_use_existing_stack_files() -> None:
+    """`make -n` of every tutorial step (with and without NO_IPVS) prints docker commands
+    whose stack files exist."""
+    commands: list[str] = []
+    for no_ipvs in ("0", "1"):
+        for target in (
+            "networks",
+            "build",
+            "deploy",
+            "status",
+            "scale",
+            "update",
+            "rollback",
+            "down",
+        ):
+            result = subprocess.run(
+                ["make", "-n", "--no-print-directory", target, f"NO_IPVS={no_ipvs}"],
+                cwd=REPO,
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            assert result.returncode == 0, result.stderr
+            assert result.stdout.strip(), target
+            commands += result.stdout.splitlines()
+    files = {m for line in commands for m in re.findall(r"-c (\S+)", line)}
+    assert files >= {
+        "stacks/prod.yml",
+        "stacks/front.yml",
+        "stacks/front.no-ipvs.yml",
+        "stacks/no-ipvs.yml",
+        "stacks/edge.yml",
+    }
+    for name in files:
+        assert (REPO / name).is_file(), name
