@@ -1,0 +1,1 @@
+"""The shop benchmark (`python -m bench`); not imported by the services."""
