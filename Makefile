@@ -11,6 +11,11 @@
 #   make rollback                      back to the previous spec of the front (SERVICE=...)
 #   make down                          remove the stacks, then the networks
 #
+#   make cluster-up                    a three-node swarm on this machine (scripts/cluster.sh)
+#   make cluster-deploy                the stacks on it (IMG_TAG), edge on 127.0.0.1:18081-18083
+#   make cluster-status / cluster-down
+#   make test-cluster                  the node-loss test (pytest -m cluster)
+#
 # Hosts without IPVS (some VMs, LXC, WSL): add NO_IPVS=1 to every step; the stacks get
 # dnsrr endpoints and the edge proxy (stacks/edge.yml) is the entry point on EDGE_PORT.
 # Hosts that cannot pull images: `make base-images` once, then add
@@ -54,7 +59,7 @@ BUILD = $(DOCKER) build -f docker/Dockerfile --build-arg BASE_IMAGE=$(BASE_IMAGE
 	--build-arg VERSION=$(VERSION) --build-arg REVISION=$(REVISION)
 
 .PHONY: help base-images wheels networks build deploy deploy-edge status scale update \
-	rollback down
+	rollback down cluster-up cluster-deploy cluster-status cluster-down test-cluster
 
 help:
 	@sed -n '1,/^$$/p' Makefile
@@ -111,6 +116,21 @@ down:
 		[ -z "$$($(DOCKER) network inspect -f '{{range .Containers}}x{{end}}' backend frontend 2>/dev/null | tr -d '\n[]')" ] && break; \
 		sleep 1; done
 	-$(DOCKER) network rm backend frontend
+
+cluster-up:
+	scripts/cluster.sh up
+
+cluster-deploy:
+	scripts/cluster.sh deploy $(IMG_TAG)
+
+cluster-status:
+	scripts/cluster.sh status
+
+cluster-down:
+	scripts/cluster.sh down
+
+test-cluster:
+	.venv/bin/python -m pytest -m cluster -p no:cacheprovider
 
 define newline
 

@@ -25,10 +25,10 @@
 # Inside the swarm, `up` creates the overlay networks backend and frontend
 # (scripts/create-networks.sh); they go with the nodes.
 #
-# Node containers: the flags that work on hosts where `docker run --privileged` is refused
-# (see ../shared/PLATFORM.md): a few capabilities, seccomp/apparmor/systempaths unconfined,
-# the host's cgroup tree, and --cgroup-parent so each engine's containers get a cgroup
-# subtree of their own. /run is a tmpfs, so a node killed with `kill` starts clean.
+# Node containers: no --privileged (some hosts refuse it), but the flags that are enough: a
+# few capabilities, seccomp/apparmor/systempaths unconfined, the host's cgroup tree, and
+# --cgroup-parent so each engine's containers get a cgroup subtree of their own. /run is a
+# tmpfs, so a node killed with `kill` starts clean.
 #
 # One command that changes the cluster at a time: up, down, load, deploy, kill and start
 # hold a lock on this script file (flock; nothing is created for it) and wait for each
@@ -172,7 +172,7 @@ ensure_node() {
     fi
     mkdir -p "$STATE_DIR/node$n"
     chmod 0700 "$STATE_DIR/node$n"
-    # The node recipe of ../shared/PLATFORM.md (no --privileged), plus a fixed address, the
+    # The node recipe described at the top (no --privileged), plus a fixed address, the
     # loopback-only port, the socket directory, and /run as a tmpfs: like a real machine's,
     # it starts empty, so an engine killed with its node (`kill`) leaves no docker.pid or
     # containerd sockets behind that would stop it from starting again.

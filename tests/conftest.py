@@ -13,6 +13,11 @@ from prod_service.app import create_app as create_prod_app
 from prod_service.settings import ProdSettings
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The three-node cluster test runs after the single-node swarm tests (stable sort)."""
+    items.sort(key=lambda item: item.get_closest_marker("cluster") is not None)
+
+
 @pytest.fixture
 def prod_settings() -> ProdSettings:
     """Product service settings as deployed, with a fixed instance name."""
