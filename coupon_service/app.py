@@ -1,28 +1,19 @@
-from typing import Annotated
-
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from starlette.responses import Response
 
 from coupon_service.coupons import Coupon, CouponBook
 from coupon_service.settings import CouponSettings
-from shop_common.app import build_app, simulated_latency
+from shop_common.app import build_app
 from shop_common.errors import error_responses
 from shop_common.prodno import parse_prod_no
 
-router = APIRouter(prefix="/products", tags=["coupons"],
-                   dependencies=[Depends(simulated_latency)])
-
-
-async def _coupon_book(request: Request) -> CouponBook:
-    return request.app.state.coupon_book
-
-
-CouponBookDep = Annotated[CouponBook, Depends(_coupon_book)]
+router = APIRouter(prefix="/products", tags=["coupons"])
 
 
 @router.get("/{prodNo}/coupons", response_model=list[Coupon], responses=error_responses(400))
-async def list_coupons_for_product(prodNo: str, book: CouponBookDep) -> Response:
+async def list_coupons_for_product(prodNo: str, request: Request) -> Response:
     """The coupons that apply to a product (an empty list when none do)."""
+    book: CouponBook = request.app.state.coupon_book  # app state, not Depends: see prod_service
     return Response(book.json_for_product(parse_prod_no(prodNo)), media_type="application/json")
 
 
@@ -32,7 +23,7 @@ def create_app(settings: CouponSettings | None = None) -> FastAPI:
     app = build_app(
         service="coupon", title="Shop coupon service",
         description="Coupons by product: RATE (percent off) and PRICE (won off).",
-        settings=settings, routers=[router],
+        settings=settings, routers=[router], simulate_latency=True,
     )
     app.state.coupon_book = book
     return app

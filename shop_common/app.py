@@ -31,10 +31,8 @@ async def _lifecycle(request: Request) -> Lifecycle:
 
 
 async def simulated_latency(request: Request) -> None:
-    """Waits SHOP_SIMULATED_LATENCY_MS before an API answer (0, the default, skips it)."""
-    delay = request.app.state.settings.simulated_latency_ms
-    if delay:
-        await asyncio.sleep(delay / 1000)
+    """Waits SHOP_SIMULATED_LATENCY_MS before an API answer."""
+    await asyncio.sleep(request.app.state.settings.simulated_latency_ms / 1000)
 
 
 LifecycleDep = Annotated[Lifecycle, Depends(_lifecycle)]
@@ -60,9 +58,14 @@ async def metrics(request: Request) -> Response:
 
 
 def build_app(*, service: str, title: str, description: str, settings: ServiceSettings,
-              routers: Sequence[APIRouter], lifespan: ServiceLifespan | None = None) -> FastAPI:
+              routers: Sequence[APIRouter], lifespan: ServiceLifespan | None = None,
+              simulate_latency: bool = False) -> FastAPI:
     """A shop service: its routers plus what every service has (health, metrics, request ids,
-    JSON logs, the error shape, drain state)."""
+    JSON logs, the error shape, drain state).
+
+    `simulate_latency`: the routers' answers wait SHOP_SIMULATED_LATENCY_MS. The dependency is
+    added only when a latency is set: FastAPI solves dependencies on every request.
+    """
     log = JsonLog(service, settings.instance, settings.release)
     service_metrics = ServiceMetrics(service, settings.release)
     lifecycle = Lifecycle(service_metrics.draining)
@@ -105,6 +108,8 @@ def build_app(*, service: str, title: str, description: str, settings: ServiceSe
         for draining in (False, True)
     }
     app.include_router(ops_router)
+    latency = ([Depends(simulated_latency)]
+               if simulate_latency and settings.simulated_latency_ms else [])
     for router in routers:
-        app.include_router(router)
+        app.include_router(router, dependencies=latency)
     return app

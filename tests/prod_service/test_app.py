@@ -1,4 +1,5 @@
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -136,3 +137,19 @@ def test_bad_catalogue_file_stops_start_up(tmp_path: Path, content: str | None,
         create_app(ProdSettings(catalogue_file=data))
     assert str(data) in str(caught.value)
     assert problem in str(caught.value)
+
+
+def test_simulated_latency_delays_api_answers_only() -> None:
+    """SHOP_SIMULATED_LATENCY_MS delays the API answers, never /health."""
+    latency = 0.3
+    settings = ProdSettings(simulated_latency_ms=int(latency * 1000))
+    with TestClient(create_app(settings)) as client:
+        client.get("/health")  # the first request of a client pays for its set-up
+        started = time.monotonic()
+        assert client.get("/products/1").status_code == 200
+        api_seconds = time.monotonic() - started
+        started = time.monotonic()
+        assert client.get("/health").status_code == 200
+        health_seconds = time.monotonic() - started
+    assert api_seconds >= latency
+    assert health_seconds < latency
