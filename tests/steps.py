@@ -1,9 +1,34 @@
-"""Timed steps for the long Docker scenarios: each prints its figures as it ends."""
+"""Shared by the long Docker scenarios (swarm end to end, three-node cluster): how a missing
+Docker is treated, polling, and timed steps that print their figures as they end."""
 
 import contextlib
+import os
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
+
+import pytest
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def missing_docker(reason: str) -> None:
+    """Skip with a reason on a workstation; fail when CI=true: CI must not pass by skipping."""
+    if IN_CI:
+        pytest.fail(f"{reason} (CI=true: a missing Docker fails the run)", pytrace=False)
+    pytest.skip(reason)
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float, interval: float = 0.5) -> Any:
+    """Poll `check` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}", pytrace=False)
+        time.sleep(interval)
 
 
 @contextlib.contextmanager

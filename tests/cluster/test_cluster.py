@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import json
 import os
 import shutil
@@ -52,7 +53,8 @@ from typing import Any
 
 import httpx
 import pytest
-from steps import timed_step
+import steps
+from steps import missing_docker, timed_step
 
 from shop_tools.probe import ProbeHandle, ProbeReport, start_probe
 
@@ -62,7 +64,6 @@ REPO = Path(__file__).resolve().parents[2]
 CLUSTER_SH = REPO / "scripts" / "cluster.sh"
 NODE_IMAGE_SH = REPO / "docker" / "node-image.sh"
 BASE_IMAGE_SH = REPO / "docker" / "build-base-image.sh"
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 NAMESPACE = os.environ.get("SHOP_CLUSTER_NAMESPACE", "shoplab")
 TAG = "2"
 SERVICES = ("prod", "coupon", "front")
@@ -120,23 +121,7 @@ def docker_binary() -> str | None:
     return shutil.which("docker")
 
 
-def missing_docker(reason: str) -> None:
-    if IN_CI:
-        pytest.fail(f"{reason} (CI=true: a missing Docker fails the run)", pytrace=False)
-    pytest.skip(reason)
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float = TIMEOUT,
-             interval: float = 0.5) -> Any:
-    """Poll `check` until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}", pytrace=False)
-        time.sleep(interval)
+wait_for = functools.partial(steps.wait_for, timeout=TIMEOUT)
 
 
 def expected_image(service: str) -> str:

@@ -11,22 +11,15 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+import steps
 
 FIGURES = pytest.StashKey[list[dict[str, Any]]]()
-
-
-def _missing_docker(reason: str) -> None:
-    if IN_CI:
-        pytest.fail(f"{reason} (CI=true: a missing Docker fails the run)", pytrace=False)
-    pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")
 def missing_docker() -> Callable[[str], None]:
     """Skip with a reason, or fail when CI=true: CI must not pass by skipping."""
-    return _missing_docker
+    return steps.missing_docker
 
 
 def _has_stack_config(client: str) -> bool:
@@ -47,7 +40,7 @@ def stack_config_client() -> str:
     for client in dict.fromkeys(c for c in candidates if c):
         if _has_stack_config(client):
             return client
-    _missing_docker("no docker client with `docker stack config` (CLI >= 23.0)")
+    steps.missing_docker("no docker client with `docker stack config` (CLI >= 23.0)")
     raise AssertionError("unreachable")
 
 

@@ -15,6 +15,7 @@ pulled, the base images of docker/build-base-image.sh plus a wheelhouse
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -28,6 +29,7 @@ from typing import Any
 
 import httpx
 import pytest
+import steps
 from steps import timed_step
 
 from shop_tools.probe import ProbeReport, start_probe
@@ -63,16 +65,7 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_for(what: str, check: Callable[[], Any], timeout: float = TIMEOUT) -> Any:
-    """Poll `check` until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}", pytrace=False)
-        time.sleep(0.5)
+wait_for = functools.partial(steps.wait_for, timeout=TIMEOUT)
 
 
 @dataclass
