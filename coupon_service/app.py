@@ -24,6 +24,7 @@ def create_app(settings: CouponSettings | None = None) -> FastAPI:
         service="coupon", title="Shop coupon service",
         description="Coupons by product: RATE (percent off) and PRICE (won off).",
         settings=settings, routers=[router], simulate_latency=True,
+        direct_paths=["/products/{prodNo}/coupons"],
     )
     app.state.coupon_book = book
     return app

@@ -6,7 +6,6 @@ import aiohttp
 import httpx
 import orjson
 from fastapi import APIRouter, FastAPI, Request
-from httpx_aiohttp import AiohttpTransport
 from pydantic import BaseModel, Field
 from starlette.responses import Response
 
@@ -20,6 +19,7 @@ from front_service.upstream import (
     UpstreamCoupon,
     UpstreamError,
     UpstreamProduct,
+    UpstreamTransport,
 )
 from shop_common.app import build_app
 from shop_common.errors import ApiError, error_responses
@@ -102,7 +102,7 @@ async def get_product_detail(prodNo: str, request: Request) -> Response:
                     headers={"x-degraded": "coupons"} if degraded else None)
 
 
-def _aiohttp_transport(settings: FrontSettings) -> AiohttpTransport:
+def _aiohttp_transport(settings: FrontSettings) -> UpstreamTransport:
     def session() -> aiohttp.ClientSession:
         connector = aiohttp.TCPConnector(
             limit=settings.upstream_max_connections * 2,  # two upstreams share one connector
@@ -117,7 +117,7 @@ def _aiohttp_transport(settings: FrontSettings) -> AiohttpTransport:
         return aiohttp.ClientSession(connector=connector, auto_decompress=False,
                                      cookie_jar=aiohttp.DummyCookieJar())
 
-    return AiohttpTransport(client=session)
+    return UpstreamTransport(client=session)
 
 
 def create_app(settings: FrontSettings | None = None, *,
@@ -152,6 +152,7 @@ def create_app(settings: FrontSettings | None = None, *,
         description="Product detail pages: the product and its coupons, asked of the product "
                     "and coupon services concurrently.",
         settings=settings, routers=[router], lifespan=upstream_client,
+        direct_paths=["/product-detail/{prodNo}"],
     )
     front_metrics = FrontMetrics(app.state.metrics.registry)
     return app

@@ -37,6 +37,7 @@ def create_app(settings: ProdSettings | None = None) -> FastAPI:
         service="prod", title="Shop product service",
         description="The product catalogue: name, category, description and price in won.",
         settings=settings, routers=[router], simulate_latency=True,
+        direct_paths=["/products/{prodNo}"],
     )
     app.state.catalogue = catalogue
     return app

@@ -67,9 +67,13 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
             for status in statuses}
 
 
+def api_error_response(exc: ApiError) -> Response:
+    return error_response(exc.status, exc.message, exc.code)
+
+
 async def _on_api_error(_: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
-    return error_response(exc.status, exc.message, exc.code)
+    return api_error_response(exc)
 
 
 async def _on_http_exception(_: Request, exc: Exception) -> Response:

@@ -11,6 +11,7 @@ how a broken socket surfaces depends on aiohttp and httpx-aiohttp, not on httpx.
 """
 
 import asyncio
+import gzip
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -376,6 +377,11 @@ SOCKET_FAULTS = {
         range(1, 2), 502),
     "20 KB header": (raw_reply(b"HTTP/1.1 200 OK\r\nx-big: " + b"a" * 20_000 + b"\r\n\r\n"),
                      range(1, 2), 502),
+    "gzip that is not gzip": (raw_reply(http_reply(200, b"not gzip", b"content-encoding: gzip")),
+                              range(1, 2), 502),
+    "2 MiB chunked, no Content-Length": (raw_reply(
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+        + (b"%x\r\n" % (64 * 1024) + b"[" * (64 * 1024) + b"\r\n") * 32), range(1, 2), 502),
 }
 
 
@@ -405,6 +411,33 @@ async def test_socket_fault_with_real_transport(
             assert front.elapsed[-1] <= TIMEOUT + MARGIN
             assert faulty.accepted in connections
     assert_nothing_unhandled(capsys.readouterr().out, response.status_code)
+
+
+def _chunked(body: bytes, *headers: bytes) -> bytes:
+    head = b"\r\n".join([b"HTTP/1.1 200 OK", b"transfer-encoding: chunked", *headers])
+    half = len(body) // 2
+    chunks = b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in (body[:half], body[half:]))
+    return head + b"\r\n\r\n" + chunks + b"0\r\n\r\n"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("framing", ["gzip", "chunked", "chunked gzip"])
+async def test_real_transport_reads_encoded_and_chunked_bodies(framing: str) -> None:
+    """Bodies framed or encoded otherwise than plain Content-Length JSON read the same."""
+    body = orjson.dumps(PRODUCT)
+    if framing == "gzip":
+        reply = http_reply(200, gzip.compress(body), b"content-encoding: gzip")
+    elif framing == "chunked":
+        reply = _chunked(body)
+    else:
+        reply = _chunked(gzip.compress(body), b"content-encoding: gzip")
+    async with RawServer(raw_reply(reply)) as prod, RawServer(GOOD_COUPONS) as coupon:
+        settings = SETTINGS.model_copy(update={"prod_api_url": prod.url,
+                                               "coupon_api_url": coupon.url})
+        async with running_front(settings, None) as front:
+            response = await front.get()
+    assert response.status_code == 200, response.text
+    assert response.json()["prod"] == PRODUCT
 
 
 @pytest.mark.anyio
