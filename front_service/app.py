@@ -117,7 +117,7 @@ def _aiohttp_transport(settings: FrontSettings) -> UpstreamTransport:
         return aiohttp.ClientSession(connector=connector, auto_decompress=False,
                                      cookie_jar=aiohttp.DummyCookieJar())
 
-    return UpstreamTransport(client=session)
+    return UpstreamTransport(session)
 
 
 def create_app(settings: FrontSettings | None = None, *,

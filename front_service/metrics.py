@@ -23,3 +23,11 @@ class FrontMetrics:
             "shop_degraded_responses", "Answers served without part of their data",
             ["missing"], registry=registry,
         )
+        self._latency_children: dict[str, Histogram] = {}
+
+    def upstream_latency(self, upstream: str) -> Histogram:
+        """The latency child of one upstream (two of them), looked up once."""
+        child = self._latency_children.get(upstream)
+        if child is None:
+            child = self._latency_children[upstream] = self.latency.labels(upstream)
+        return child

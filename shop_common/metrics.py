@@ -31,11 +31,21 @@ class ServiceMetrics:
         info = Gauge("shop_build_info", "Service and release", ["service", "release"],
                      registry=self.registry)
         info.labels(service=service, release=release).set(1)
+        # The labelled children per (route, method, status), looked up once each: `labels`
+        # costs more than the update. Bounded like the series: templates, 8 methods, statuses.
+        self.children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
-        self.requests.labels(route, method if method in _METHODS else "other",
-                             _STATUS_CLASS.get(status // 100, "other")).inc()
-        self.latency.labels(route).observe(seconds)
+        if method not in _METHODS:
+            method = "other"
+        key = (route, method, status)
+        children = self.children.get(key)
+        if children is None:
+            children = self.children[key] = (
+                self.requests.labels(route, method, _STATUS_CLASS.get(status // 100, "other")),
+                self.latency.labels(route))
+        children[0].inc()
+        children[1].observe(seconds)
 
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})

@@ -1,7 +1,7 @@
 import re
 import time
 import traceback
-from uuid import uuid4
+from random import getrandbits
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -25,6 +25,12 @@ def incoming_request_id(headers: list[tuple[bytes, bytes]]) -> str | None:
         if name == b"x-request-id":
             return value.decode("ascii") if _SAFE_REQUEST_ID.fullmatch(value) else None
     return None
+
+
+def new_request_id() -> str:
+    """32 random hex digits, like uuid4().hex: an id to correlate lines by, not a secret, so
+    from the process's seeded generator (no system call and no UUID object per request)."""
+    return f"{getrandbits(128):032x}"
 
 
 class ShopMiddleware:
@@ -52,7 +58,7 @@ class ShopMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = incoming_request_id(scope["headers"]) or uuid4().hex
+        request_id = incoming_request_id(scope["headers"]) or new_request_id()
         token = request_id_var.set(request_id)
         extra_headers = [*self.static_headers, (b"x-request-id", request_id.encode())]
         status = 500
@@ -103,4 +109,5 @@ class ShopMiddleware:
                         status=status, duration_ms=round(seconds * 1000, 2),
                         request_id=request_id, client=client[0] if client else None,
                     )
+            self.log.flush()  # lines the request left waiting (the front's upstream calls)
             request_id_var.reset(token)

@@ -1,6 +1,8 @@
 import asyncio
 import contextlib
+import gc
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -14,6 +16,7 @@ from shop_common.logs import JsonLog, uvicorn_log_config
 from shop_common.settings import ServiceSettings
 
 S = TypeVar("S", bound=ServiceSettings)
+YOUNG_GC_THRESHOLD = 10_000
 
 
 class DrainingServer(uvicorn.Server):
@@ -46,6 +49,19 @@ class DrainingServer(uvicorn.Server):
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        # Everything built so far (modules, the app, its validators) lives as long as the
+        # process: out of the collector's sight, a full collection takes about 1 ms instead of
+        # 30-35 ms, each one a pause every request in flight waits out (bench/README.md).
+        gc.collect()
+        gc.freeze()
+        # The young generation is collected after 700 net new container objects by default:
+        # under load that is every few requests, each time over the objects of the requests
+        # in flight (0.4 ms, 4% of the front's CPU). Almost all of them are freed by reference
+        # counting, so a larger threshold leaves the collector little to do (bench/README.md).
+        gc.set_threshold(YOUNG_GC_THRESHOLD, *gc.get_threshold()[1:])
 
     def on_signal(self, sig: int) -> None:
         if sig == signal.SIGINT or self.lifecycle.draining:

@@ -4,7 +4,7 @@ Each case goes to two copies of a service: one as built (its hot GET route answe
 directly) and one with the direct routes removed (everything through FastAPI). Status,
 body and headers must be identical, request id included (the client sends one).
 """
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import httpx
 import pytest
@@ -31,7 +31,8 @@ def _paths(template: str) -> list[str]:
 
 def _answers(app: FastAPI, paths: list[str], direct: bool,
              before_each: Callable[[], None] = lambda: None) -> list[tuple[object, ...]]:
-    assert isinstance(app, ShopApp) and app.direct_routes, "the service has a direct route"
+    assert isinstance(app, ShopApp)
+    assert app.direct_routes, "the service has a direct route"
     if not direct:
         app.direct_routes = []
     answers = []
@@ -101,14 +102,16 @@ def test_direct_path_carries_request_id_headers_log_and_metrics(
     assert response.headers["x-request-id"] == "abc-1"
     assert response.headers["x-instance"] == "p1"
     log = capsys.readouterr().out
-    assert '"event":"request"' in log and '"request_id":"abc-1"' in log
+    assert '"event":"request"' in log
+    assert '"request_id":"abc-1"' in log
     assert ('shop_http_requests_total{method="GET",route="/products/{prodNo}",'
             'status_class="2xx"} 1.0') in metrics
 
 
 def test_no_direct_path_while_a_simulated_latency_is_set() -> None:
     app = create_prod_app(ProdSettings(instance="t", simulated_latency_ms=1))
-    assert isinstance(app, ShopApp) and app.direct_routes == []
+    assert isinstance(app, ShopApp)
+    assert app.direct_routes == []
 
 
 def _app_with(router: APIRouter, path: str) -> FastAPI:
@@ -136,6 +139,5 @@ def test_direct_routes_take_only_str_path_parameters_and_the_request() -> None:
 
 
 @pytest.fixture(autouse=True)
-def _no_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def _no_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SHOP_SIMULATED_LATENCY_MS", raising=False)
-    yield
