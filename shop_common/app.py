@@ -103,10 +103,12 @@ class _DirectRoute:
 class ShopApp(FastAPI):
     """FastAPI, with the service's hot GET routes answered directly.
 
-    A request that matches a direct route (by the route's own path regex, so exactly the
-    requests FastAPI's router would give that endpoint) goes through the shop middleware to
-    the endpoint; everything else takes FastAPI's whole path. Both end in the same endpoint
-    function, the same error bodies and the same headers, logs and metrics.
+    A request that matches a direct route (by the route's own path regex: the requests
+    FastAPI's router gives that endpoint, as long as no route registered before it matches
+    the same paths, which tests/shop_common/test_direct_routes.py checks for each service by
+    comparing both paths) goes through the shop middleware to the endpoint; everything else
+    takes FastAPI's whole path. Both end in the same endpoint function, the same error bodies
+    and the same headers, logs and metrics.
     """
 
     # Each direct route with its own shop middleware instance around it.
