@@ -73,20 +73,17 @@ class _DirectRoute:
     """
 
     def __init__(self, route: APIRoute) -> None:
-        endpoint: Endpoint = route.endpoint
-        for name, parameter in inspect.signature(endpoint).parameters.items():
-            if parameter.annotation is Request or parameter.annotation == "Request":
-                continue
-            if name not in route.param_convertors or parameter.annotation not in (str, "str"):
+        self.route = route
+        self.endpoint: Endpoint = route.endpoint
+        self.request_name: str | None = None
+        for name, parameter in inspect.signature(self.endpoint).parameters.items():
+            if parameter.annotation in (Request, "Request"):
+                self.request_name = name
+            elif name not in route.param_convertors or parameter.annotation not in (str, "str"):
                 raise TypeError(f"{route.path}: a direct route takes str path parameters and "
                                 f"the Request only, not {name}")
         if route.dependencies or route.dependant.dependencies:
             raise TypeError(f"{route.path}: a direct route cannot have dependencies")
-        self.route = route
-        self.endpoint = endpoint
-        self.request_name = next(
-            (name for name, parameter in inspect.signature(endpoint).parameters.items()
-             if parameter.annotation in (Request, "Request")), None)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)

@@ -57,26 +57,19 @@ class JsonLog:
             "event": event,
             **fields,
         }
-        line = orjson.dumps(record, default=str, option=orjson.OPT_APPEND_NEWLINE).decode()
-        if not flush:
-            self.pending.append(line)
-            return
-        if self.pending:
-            line = "".join(self.pending) + line
-            self.pending.clear()
-        self._write(line)
+        self.pending.append(
+            orjson.dumps(record, default=str, option=orjson.OPT_APPEND_NEWLINE).decode())
+        if flush:
+            self.flush()
 
     def flush(self) -> None:
+        """Write the lines that wait, in one write."""
         if self.pending:
-            lines = "".join(self.pending)
+            text = "".join(self.pending)
             self.pending.clear()
-            self._write(lines)
-
-    @staticmethod
-    def _write(text: str) -> None:
-        out = sys.stdout  # looked up per write: tests capture it by replacing it
-        out.write(text)
-        out.flush()
+            out = sys.stdout  # looked up per write: tests capture it by replacing it
+            out.write(text)
+            out.flush()
 
 
 class JsonFormatter(logging.Formatter):
