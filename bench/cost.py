@@ -2,7 +2,7 @@
 
 wrk figures on a shared 2-core machine move by 20-50 % from run to run, too much to judge a
 lever worth 2-10 %. This drives one app through ASGI calls in a loop (the front with its real
-aiohttp transport, against a minimal HTTP server in the same event loop that answers like the
+upstream transport, against a minimal HTTP server in the same event loop that answers like the
 product and coupon services) and reports CPU microseconds per request, or, with --instructions,
 the number of instructions per request counted by valgrind (cachegrind): the same figure on
 every run, whatever else the machine is doing. Run it under the project's venv; --source

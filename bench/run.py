@@ -266,7 +266,7 @@ def machine_info(python: str) -> dict[str, Any]:
     versions = subprocess.run(
         [python, "-c", "import sys, importlib.metadata as m; print(sys.version.split()[0]); "
          "print(' '.join(f'{p}={m.version(p)}' for p in ('fastapi','starlette','uvicorn',"
-         "'httpx','httpx-aiohttp','aiohttp','pydantic','orjson','uvloop','httptools')))"],
+         "'httpx','pydantic','orjson','uvloop','httptools')))"],
         capture_output=True, text=True, timeout=30, check=True,
     ).stdout.splitlines()
     wrk_version = subprocess.run(["wrk", "-v"], capture_output=True, text=True,

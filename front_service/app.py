@@ -2,13 +2,13 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import aiohttp
 import httpx
 import orjson
 from fastapi import APIRouter, FastAPI, Request
 from pydantic import BaseModel, Field
 from starlette.responses import Response
 
+from front_service.http1 import Http1Transport
 from front_service.metrics import FrontMetrics
 from front_service.pricing import best_coupon_price
 from front_service.settings import FrontSettings
@@ -19,7 +19,6 @@ from front_service.upstream import (
     UpstreamCoupon,
     UpstreamError,
     UpstreamProduct,
-    UpstreamTransport,
 )
 from shop_common.app import build_app
 from shop_common.errors import ApiError, error_responses
@@ -102,27 +101,9 @@ async def get_product_detail(prodNo: str, request: Request) -> Response:
                     headers={"x-degraded": "coupons"} if degraded else None)
 
 
-def _aiohttp_transport(settings: FrontSettings) -> UpstreamTransport:
-    def session() -> aiohttp.ClientSession:
-        connector = aiohttp.TCPConnector(
-            limit=settings.upstream_max_connections * 2,  # two upstreams share one connector
-            limit_per_host=settings.upstream_max_connections,
-            keepalive_timeout=settings.keepalive_expiry_seconds,
-            # With dnsrr (no VIP), the alias resolves to the task addresses: look again every
-            # second so new replicas get traffic and removed ones stop being tried.
-            ttl_dns_cache=1,
-        )
-        # No cookie jar: a Set-Cookie from a backend must never ride along on later requests
-        # of other users through this shared session.
-        return aiohttp.ClientSession(connector=connector, auto_decompress=False,
-                                     cookie_jar=aiohttp.DummyCookieJar())
-
-    return UpstreamTransport(session)
-
-
 def create_app(settings: FrontSettings | None = None, *,
                transport: httpx.AsyncBaseTransport | None = None) -> FastAPI:
-    """The front app; `transport` replaces the aiohttp transport (tests inject one)."""
+    """The front app; `transport` replaces its HTTP/1.1 transport (tests inject one)."""
     settings = settings or FrontSettings()
 
     @asynccontextmanager
@@ -133,7 +114,10 @@ def create_app(settings: FrontSettings | None = None, *,
                               max_keepalive_connections=settings.upstream_max_connections,
                               keepalive_expiry=settings.keepalive_expiry_seconds)
         async with httpx.AsyncClient(
-            transport=transport or _aiohttp_transport(settings), timeout=timeout, limits=limits,
+            transport=transport or Http1Transport(
+                max_connections=settings.upstream_max_connections,
+                keepalive_expiry=settings.keepalive_expiry_seconds),
+            timeout=timeout, limits=limits,
             headers={"user-agent": f"shop-front/{settings.release}"},
         ) as client:
             upstream = UpstreamClient(

@@ -5,13 +5,10 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
-import aiohttp
 import httpx
-import yarl
-from httpx_aiohttp import AiohttpTransport
-from httpx_aiohttp.transport import AiohttpResponseStream, map_aiohttp_exceptions
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
+from front_service.http1 import BodyTooLarge, Http1Transport, InvalidResponse
 from front_service.metrics import FrontMetrics
 from shop_common.context import current_request_id
 from shop_common.logs import JsonLog
@@ -58,28 +55,13 @@ RETRYABLE = frozenset({"connect", "connect_timeout", "disconnected", "reset"})
 
 
 def failure_kind(exc: BaseException) -> str:
-    """Name a transport failure: connect, connect_timeout, disconnected, reset, timeout, other.
-
-    httpx-aiohttp maps several aiohttp errors to one httpx class (a refused connection and a
-    server hang-up both surface as ConnectTimeout), so the aiohttp cause decides first.
-    """
-    cause = exc.__cause__
-    if isinstance(cause, aiohttp.ServerDisconnectedError):
-        return "disconnected"
-    if isinstance(cause, aiohttp.ConnectionTimeoutError):
-        return "connect_timeout"
-    if isinstance(cause, aiohttp.ClientConnectorError):
-        return "connect"
-    if isinstance(cause, aiohttp.ServerTimeoutError | asyncio.TimeoutError):
-        return "timeout"
-    if isinstance(cause, aiohttp.ClientOSError | aiohttp.ClientPayloadError):
-        return "reset"
-    if isinstance(exc, httpx.ConnectError):
-        return "connect"
+    """Name a transport failure: connect, connect_timeout, disconnected, reset, timeout, other."""
     if isinstance(exc, httpx.ConnectTimeout):
         return "connect_timeout"
     if isinstance(exc, httpx.TimeoutException):
         return "timeout"
+    if isinstance(exc, httpx.ConnectError):
+        return "connect"
     if isinstance(exc, httpx.RemoteProtocolError):
         return "disconnected"
     if isinstance(exc, httpx.NetworkError):
@@ -103,15 +85,6 @@ class UpstreamError(Exception):
 _parse_url = functools.lru_cache(maxsize=256)(httpx.URL)
 
 
-class BodyTooLarge(Exception):
-    pass
-
-
-# The same URLs for aiohttp, which would otherwise parse the string on every request.
-_parse_yarl_url = functools.lru_cache(maxsize=256)(yarl.URL)
-_CHUNK_BYTES = 16 * 1024
-
-
 async def _read_limited(chunks: AsyncIterator[bytes], max_body_bytes: int) -> bytes:
     parts = []
     size = 0
@@ -123,49 +96,10 @@ async def _read_limited(chunks: AsyncIterator[bytes], max_body_bytes: int) -> by
     return b"".join(parts)
 
 
-class UpstreamTransport(AiohttpTransport):
-    """httpx-aiohttp's transport, plus a GET that hands back status and body directly.
-
-    As an httpx transport it serves any request an httpx client sends. `get_body` is the
-    front's upstream GET without the httpx Request and Response objects around the aiohttp
-    call (a sixth of the front's CPU per request, bench/README.md). It sends the same
-    request, and raises the same errors as the httpx path: aiohttp failures mapped by
-    httpx-aiohttp's own table (the aiohttp error as the cause), BodyTooLarge over the limit,
-    httpx.DecodingError for a body that does not match its content-encoding.
-    """
-
-    def __init__(self, session: Callable[[], aiohttp.ClientSession]) -> None:
-        # Not AiohttpTransport.__init__: it builds an SSL context (0.8 MiB, the CA bundle
-        # loaded) for a session of its own making, and this transport always gets the front's.
-        self.client = session
-        self.proxy = None
-
-    async def get_body(self, url: str, headers: list[tuple[str, str]],
-                       timeouts: aiohttp.ClientTimeout, max_body_bytes: int) -> tuple[int, bytes]:
-        if not isinstance(self.client, aiohttp.ClientSession):
-            self.client = self.get_client()
-        with map_aiohttp_exceptions():
-            async with self.client.get(_parse_yarl_url(url), headers=headers, timeout=timeouts,
-                                       allow_redirects=False) as response:
-                declared = response.content_length
-                if declared is not None and declared > max_body_bytes:
-                    raise BodyTooLarge
-                if "content-encoding" in response.headers:
-                    # Undone by httpx's decoders, chunk by chunk, as on the httpx path.
-                    decoded = httpx.Response(response.status, headers=response.raw_headers,
-                                             stream=AiohttpResponseStream(response))
-                    return response.status, await _read_limited(decoded.aiter_bytes(),
-                                                                max_body_bytes)
-                if declared is not None:
-                    return response.status, await response.read()
-                return response.status, await _read_limited(
-                    response.content.iter_chunked(_CHUNK_BYTES), max_body_bytes)
-
-
-# Not HTTP, or HTTP the client cannot read: a bad status line, broken chunked framing, a header
-# over aiohttp's limits (raised by aiohttp as such, not mapped by httpx-aiohttp), or a
-# content-encoding the body does not match. The same replica would answer the same: no retry.
-UNREADABLE = (aiohttp.ClientResponseError, httpx.DecodingError)
+# Not HTTP, or HTTP the client cannot read: a bad status line, broken chunked framing, a head
+# over the client's limit, or a content-encoding the body does not match. The same replica
+# would answer the same: no retry.
+UNREADABLE = (InvalidResponse, httpx.DecodingError)
 
 
 @dataclass
@@ -186,13 +120,8 @@ class UpstreamClient:
         # goes straight to the client's transport (see _get_once).
         self.default_headers = list(client.headers.raw)
         self.extensions = {"timeout": client.timeout.as_dict()}
-        # The same for UpstreamTransport.get_body: headers as aiohttp takes them, and the
-        # timeouts mapped as httpx-aiohttp maps them.
-        self.header_pairs = [(name.decode("ascii"), value.decode("latin-1"))
-                             for name, value in self.default_headers]
-        timeouts = client.timeout
-        self.aiohttp_timeout = aiohttp.ClientTimeout(
-            sock_connect=timeouts.connect, sock_read=timeouts.read, connect=timeouts.pool)
+        self.connect_timeout = client.timeout.connect
+        self.pool_timeout = client.timeout.pool
         self.total_timeout = total_timeout
         self.retries = retries
         self.max_body_bytes = max_body_bytes
@@ -262,11 +191,11 @@ class UpstreamClient:
         # request (bench/README.md), and a GET to a backend needs none of it.
         parsed_url = _parse_url(url)
         transport = self.client._transport_for_url(parsed_url)
-        if isinstance(transport, UpstreamTransport):
-            return await transport.get_body(
-                url, [*self.header_pairs, ("x-request-id", request_id)], self.aiohttp_timeout,
-                self.max_body_bytes)
         headers = [*self.default_headers, (b"x-request-id", request_id.encode())]
+        if isinstance(transport, Http1Transport):
+            return await transport.get_body(
+                url, headers, connect_timeout=self.connect_timeout,
+                pool_timeout=self.pool_timeout, max_body_bytes=self.max_body_bytes)
         request = httpx.Request("GET", parsed_url, headers=headers, extensions=self.extensions)
         response = await transport.handle_async_request(request)
         try:

@@ -1,5 +1,6 @@
 """Upstream faults for the front's tests: httpx handlers (for an injected transport) and a raw
-TCP server on 127.0.0.1 (for the real aiohttp transport), both misbehaving on demand."""
+TCP server on 127.0.0.1 (for the real transport, front_service/http1.py), both misbehaving on
+demand."""
 
 import asyncio
 import contextlib

@@ -6,8 +6,9 @@ answer comes within the upstream budget plus a small margin, nothing goes unhand
 front's metrics say what happened.
 
 Most faults are injected as httpx handlers in front of the real in-process apps (`Upstreams`);
-the last section sends the front's real aiohttp transport to a misbehaving TCP server, since
-how a broken socket surfaces depends on aiohttp and httpx-aiohttp, not on httpx.
+the last section sends the front's real HTTP/1.1 transport (front_service/http1.py) to a
+misbehaving TCP server, since how a broken socket surfaces depends on that transport, not on
+httpx.
 """
 
 import asyncio
@@ -343,22 +344,20 @@ async def test_failed_upstream_call_is_logged_with_its_outcome(
     assert outcome in [event["outcome"] for event in events if event["event"] == "upstream"]
 
 
-# --- The real aiohttp transport against misbehaving TCP servers ---------------------------
+# --- The real transport against misbehaving TCP servers ------------------------------------
 
 GOOD_PRODUCT = raw_reply(http_reply(200, orjson.dumps(PRODUCT)))
 GOOD_COUPONS = raw_reply(http_reply(200, b"[]"))
 
+# One connection per attempt of the front: the transport's own single retry is only for a
+# reused keep-alive connection (tests/front_service/test_http1.py), and these are all new.
 ATTEMPTS = range(1 + RETRIES, 1 + RETRIES + 1)
-# aiohttp itself retries an idempotent request once when the connection fails before a
-# response (client.py, "retry_persistent_connection"): such a fault costs one or two
-# connections per attempt of the front, depending on when the failure is noticed.
-ATTEMPTS_AIOHTTP_RETRIED = range(1 + RETRIES, 2 * (1 + RETRIES) + 1)
 
 # (behaviour, connections the server sees, the front's answer when prod does this)
 SOCKET_FAULTS = {
-    "reset on accept": (resets_on_accept, ATTEMPTS_AIOHTTP_RETRIED, 502),
-    "reset after the request": (resets_after_request, ATTEMPTS_AIOHTTP_RETRIED, 502),
-    "closed without an answer": (closes_after_request, ATTEMPTS_AIOHTTP_RETRIED, 502),
+    "reset on accept": (resets_on_accept, ATTEMPTS, 502),
+    "reset after the request": (resets_after_request, ATTEMPTS, 502),
+    "closed without an answer": (closes_after_request, ATTEMPTS, 502),
     "half the body, then closed": (raw_reply(
         b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n{\"prodNo\": 2"), ATTEMPTS, 502),
     "half the body, then reset": (raw_reply(
@@ -368,7 +367,8 @@ SOCKET_FAULTS = {
     "Content-Length of 2 MiB": (raw_reply(
         f"HTTP/1.1 200 OK\r\ncontent-length: {2 * MiB}\r\n\r\n".encode()), range(1, 2), 502),
     "500": (raw_reply(http_reply(500, b"{}")), range(2, 3), 502),
-    # Not HTTP, or HTTP aiohttp cannot read: not retried (the same replica answers the same).
+    # Not HTTP, or HTTP the transport does not read: not retried (the same replica answers
+    # the same).
     "not HTTP at all": (raw_reply(b"SSH-2.0-OpenSSH_9.6\r\n\r\n"), range(1, 2), 502),
     "bad status line": (raw_reply(b"HTTP/1.1 abc OK\r\ncontent-length: 2\r\n\r\n{}"),
                         range(1, 2), 502),
@@ -396,7 +396,7 @@ def socket_matrix() -> list[Any]:
 async def test_socket_fault_with_real_transport(
         upstream: str, behaviour: Any, connections: range, prod_status: int,
         capsys: pytest.CaptureFixture[str]) -> None:
-    """Broken sockets, as the aiohttp transport sees them, end like the injected faults."""
+    """Broken sockets, as the real transport sees them, end like the injected faults."""
     good = GOOD_COUPONS if upstream == "prod" else GOOD_PRODUCT
     async with RawServer(behaviour) as faulty, RawServer(good) as healthy:
         urls = {upstream: faulty.url, "coupon" if upstream == "prod" else "prod": healthy.url}

@@ -1,12 +1,12 @@
 """The front's connection pool stays within SHOP_UPSTREAM_MAX_CONNECTIONS per upstream, through
 a burst of failures and a burst of successes, and gives its connections back afterwards.
 
-These use the real aiohttp transport against TCP servers on 127.0.0.1. Two views of the pool:
-the aiohttp connector's own count of connections it holds per host, sampled on every turn of
-the event loop, and the servers' count of connections open to them. The servers' count is
-exact only without churn: when the front drops a connection (a reset, a cancelled attempt)
-its slot is free at once, while the server notices the FIN a loop turn later, so for a moment
-it can count a few more than the pool holds.
+These use the real transport (front_service/http1.py) against TCP servers on 127.0.0.1. Two
+views of the pool: the transport's own count of connections open or being opened per upstream,
+sampled on every turn of the event loop, and the servers' count of connections open to them.
+The servers' count is exact only without churn: when the front drops a connection (a reset, a
+cancelled attempt) its slot is free at once, while the server notices the FIN a loop turn
+later, so for a moment it can count a few more than the pool holds.
 """
 
 import asyncio
@@ -14,7 +14,6 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
 
 import httpx
 import orjson
@@ -23,6 +22,7 @@ from fastapi import FastAPI
 from faults import RawServer, holds_then_resets, http_reply, keeps_answering
 
 from front_service.app import create_app
+from front_service.http1 import Http1Transport
 from front_service.settings import FrontSettings
 
 MAX_CONNECTIONS = 8
@@ -68,27 +68,26 @@ async def wait_until(condition: Callable[[], bool], seconds: float = 5.0) -> Non
         await asyncio.sleep(0.02)
 
 
-def aiohttp_connector(app: FastAPI) -> Any:
-    # The transport's aiohttp session exists once the first request went out.
-    return app.state.front.prod_api.upstream.client._transport.client.connector
+def transport(app: FastAPI) -> Http1Transport:
+    found = app.state.front.prod_api.upstream.client._transport
+    assert isinstance(found, Http1Transport)
+    return found
 
 
 @asynccontextmanager
 async def pool_peaks(app: FastAPI) -> AsyncIterator[Counter[str]]:
-    """The most connections the connector held at once, per "host:port" and in "all",
-    sampled on every loop turn while the block runs. (aiohttp has no public view of this:
-    `_acquired` holds connections in use or being opened, `_acquired_per_host` the same by
-    host; they are what `limit` and `limit_per_host` are checked against.)"""
-    pool = aiohttp_connector(app)
+    """The most connections the transport held at once (open, idle or being opened), per
+    "host:port" and in "all", sampled on every loop turn while the block runs."""
+    pool = transport(app)
     peaks: Counter[str] = Counter()
     running = True
 
     async def sample() -> None:
         while running:
-            for key, held in pool._acquired_per_host.items():
-                name = f"{key.host}:{key.port}"
-                peaks[name] = max(peaks[name], len(held))
-            peaks["all"] = max(peaks["all"], len(pool._acquired))
+            held = pool.connections()
+            for name, count in held.items():
+                peaks[name] = max(peaks[name], count)
+            peaks["all"] = max(peaks["all"], sum(held.values()))
             await asyncio.sleep(0)
 
     sampler = asyncio.create_task(sample())
@@ -144,9 +143,7 @@ async def test_burst_of_successes_reuses_a_bounded_pool() -> None:
                 assert peaks[host(server)] <= MAX_CONNECTIONS
                 assert server.max_open <= MAX_CONNECTIONS  # exact here: nothing is dropped
                 assert server.accepted <= 2 * MAX_CONNECTIONS  # reused, not one per request
-            pool = aiohttp_connector(app)
-            assert pool.limit == 2 * MAX_CONNECTIONS  # the two upstreams share one connector
-            assert pool.limit_per_host == MAX_CONNECTIONS
+            assert transport(app).max_connections == MAX_CONNECTIONS  # per upstream
             await wait_until(lambda: prod.open == 0 and coupon.open == 0)
             assert (await client.get("/product-detail/2")).status_code == 200
             await wait_until(lambda: prod.open == 1)
