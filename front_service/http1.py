@@ -441,13 +441,18 @@ async def decoded_body(status: int, headers: list[tuple[bytes, bytes]], body: by
     """The body with its content-encoding undone by httpx's decoders, checked against the
     limit after each 16 KiB of input (so a small gzip bomb stops early)."""
     response = httpx.Response(status, headers=headers, stream=_Chunks(body))
+    return await read_limited(response.aiter_bytes(), max_body_bytes)
+
+
+async def read_limited(chunks: AsyncIterator[bytes], max_body_bytes: int) -> bytes:
+    """The chunks joined, or BodyTooLarge as soon as they add up to more than the limit."""
     parts = []
     size = 0
-    async for part in response.aiter_bytes():
-        size += len(part)
+    async for chunk in chunks:
+        size += len(chunk)
         if size > max_body_bytes:
             raise BodyTooLarge
-        parts.append(part)
+        parts.append(chunk)
     return b"".join(parts)
 
 

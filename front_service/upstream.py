@@ -1,14 +1,14 @@
 import asyncio
 import functools
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
-from front_service.http1 import BodyTooLarge, Http1Transport, InvalidResponse
+from front_service.http1 import BodyTooLarge, Http1Transport, InvalidResponse, read_limited
 from front_service.metrics import FrontMetrics
 from shop_common.context import current_request_id
 from shop_common.logs import JsonLog
@@ -83,17 +83,6 @@ class UpstreamError(Exception):
 # Upstream URLs parsed once each: parsing one (an IPv4 check included) costs more than the rest
 # of building the request. Bounded, since the product number in the URL comes from the user.
 _parse_url = functools.lru_cache(maxsize=256)(httpx.URL)
-
-
-async def _read_limited(chunks: AsyncIterator[bytes], max_body_bytes: int) -> bytes:
-    parts = []
-    size = 0
-    async for chunk in chunks:
-        size += len(chunk)
-        if size > max_body_bytes:
-            raise BodyTooLarge
-        parts.append(chunk)
-    return b"".join(parts)
 
 
 # Not HTTP, or HTTP the client cannot read: a bad status line, broken chunked framing, a head
@@ -206,7 +195,7 @@ class UpstreamClient:
             # one, the transport's chunks are the body and httpx's decoder chain is skipped.
             chunk_source = (response.aiter_bytes() if "content-encoding" in response.headers
                             else response.stream)
-            return response.status_code, await _read_limited(
+            return response.status_code, await read_limited(
                 chunk_source, self.max_body_bytes)  # type: ignore[arg-type]
         finally:
             await response.aclose()
