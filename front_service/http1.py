@@ -22,7 +22,7 @@ import socket
 import ssl
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import httptools
@@ -171,21 +171,23 @@ class _Connection(asyncio.Protocol):
         status = self.parser.get_status_code()
         if status < 200:
             return  # informational: skipped in on_message_complete
+        if not self.expect_body:  # a HEAD: no body follows, whatever the headers say
+            self.keep_alive = False
+            self._finish()
+            return
+        if status in (204, 304):  # no body by definition; the parser knows it too
+            return
         framed = False
         for name, value in self.headers:
             lowered = name.lower()
             if lowered == b"content-length":
                 framed = True
-                if (value.isdigit() and int(value) > self.limit and self.expect_body
-                        and status not in (204, 304)):
+                if value.isdigit() and int(value) > self.limit:
                     self.error = BodyTooLarge()
                     raise self.error
             elif lowered == b"transfer-encoding":
                 framed = True
-        self.until_close = not framed and status >= 200 and status not in (204, 304)
-        if not self.expect_body:  # a HEAD: no body follows, whatever the headers say
-            self.keep_alive = False
-            self._finish()
+        self.until_close = not framed
 
     def on_body(self, body: bytes) -> None:
         self.body_bytes += len(body)
@@ -243,7 +245,8 @@ class _Connection(asyncio.Protocol):
 
 
 class _HostPool:
-    """The connections to one scheme://host:port: at most `limit` open (or opening) at once."""
+    """The connections to one scheme://host:port: at most the owner's `max_connections` open
+    (or opening) at once; `open` counts them, idle ones included."""
 
     def __init__(self, owner: "Http1Transport", scheme: str, host: str, port: int) -> None:
         self.owner = owner
@@ -385,8 +388,6 @@ class _HostPool:
                 waiter.set_exception(error)
 
 
-
-
 @functools.lru_cache(maxsize=256)
 def _target(url: str) -> tuple[tuple[str, str, int], bytes]:
     """Pool key and the request line plus Host header of a GET to `url`, worked out once."""
@@ -416,13 +417,13 @@ def _key_and_head(url: httpx.URL, method: str, host_header: bytes | None = None,
     return (url.scheme, url.host, port), head
 
 
-def _header_block(headers: Iterable[tuple[bytes, bytes]]) -> bytes:
-    lines = []
-    for name, value in headers:
-        if _FORBIDDEN_IN_HEADER.search(name) or _FORBIDDEN_IN_HEADER.search(value):
-            raise httpx.LocalProtocolError(f"header {name!r} holds CR, LF or NUL")
-        lines.append(b"%s: %s\r\n" % (name, value))
-    return b"".join(lines)
+def _header_block(headers: Sequence[tuple[bytes, bytes]]) -> bytes:
+    block = b"".join([b"%s: %s\r\n" % header for header in headers])
+    # Each line brings exactly one CR and one LF: any more came from inside a name or value.
+    if block.count(b"\n") != len(headers) or block.count(b"\r") != len(headers) \
+            or b"\x00" in block:
+        raise httpx.LocalProtocolError("a request header holds CR, LF or NUL")
+    return block
 
 
 class _Chunks(httpx.AsyncByteStream):
@@ -545,15 +546,15 @@ class Http1Transport(httpx.AsyncBaseTransport):
         if self.closed:
             raise RuntimeError("the upstream transport is closed")
         pool = self._pool(key)
+        expect_body = method != "HEAD"
         for attempt in (1, 2):
             conn = await pool.acquire(connect_timeout, pool_timeout)
             try:
                 if read_timeout is None:  # the front's GETs: the caller's deadline covers it
-                    result = await conn.exchange(head, body, limit, expect_body=method != "HEAD")
+                    result = await conn.exchange(head, body, limit, expect_body=expect_body)
                 else:
                     async with asyncio.timeout(read_timeout):
-                        result = await conn.exchange(head, body, limit,
-                                                     expect_body=method != "HEAD")
+                        result = await conn.exchange(head, body, limit, expect_body=expect_body)
             except (_ClosedBeforeAnswer, _ResetBeforeAnswer):
                 pool.discard(conn)
                 # A reused keep-alive connection the server closed as this request went out:

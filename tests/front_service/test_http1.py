@@ -128,7 +128,7 @@ async def test_pool_bound_queues_requests_and_pool_timeout() -> None:
         assert server.max_open == 2
         assert server.accepted == 2
         slow = [asyncio.ensure_future(get(client, server.url + "/a")) for _ in range(2)]
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0)  # one loop turn: both take an idle connection and send
         with pytest.raises(httpx.PoolTimeout):
             await get(client, server.url + "/a", pool_timeout=0.01)
         assert [(await call)[0] for call in slow] == [200, 200]
@@ -144,7 +144,7 @@ async def test_cancelled_requests_give_their_connection_and_slot_back() -> None:
     async with RawServer(hold) as stuck, RawServer(keeps_answering(OK)) as good, \
             transport(max_connections=1) as client:
         calls = [asyncio.ensure_future(get(client, stuck.url + "/a")) for _ in range(5)]
-        await asyncio.sleep(0.05)
+        await until(lambda: stuck.open == 1)  # one holds the connection, four wait for it
         for call in calls:
             call.cancel()
         await asyncio.gather(*calls, return_exceptions=True)
@@ -244,7 +244,7 @@ async def test_closed_transport_refuses_requests_and_fails_waiters() -> None:
         client = Http1Transport(max_connections=1, keepalive_expiry=5)
         busy = asyncio.ensure_future(get(client, server.url + "/a"))
         waiting = asyncio.ensure_future(get(client, server.url + "/b"))
-        await asyncio.sleep(0.05)
+        await until(lambda: server.open == 1)  # busy holds the one connection, waiting waits
         await client.aclose()
         with pytest.raises(RuntimeError, match="closed"):
             await waiting
