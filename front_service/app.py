@@ -19,7 +19,7 @@ from front_service.upstream import (
     UpstreamProduct,
     open_session,
 )
-from shop_common.app import ServiceInfoDep, app_state, build_app
+from shop_common.app import app_state, build_app
 from shop_common.errors import ApiError, error_responses
 from shop_common.prodno import ProdNo
 
@@ -34,34 +34,50 @@ class ProductDetail(BaseModel):
         default=None, description="release 2 only: the price after the best coupon")
 
 
-# Built in the lifespan, with the upstream session they share.
-ProdApiDep = Annotated[ProdApi, Depends(app_state("prod_api"))]
-CouponApiDep = Annotated[CouponApi, Depends(app_state("coupon_api"))]
-FrontMetricsDep = Annotated[FrontMetrics, Depends(app_state("front_metrics"))]
+class ProductDetails:
+    """What a product-detail answer needs: both upstream APIs, and the release's pricing."""
+
+    def __init__(self, prod_api: ProdApi, coupon_api: CouponApi, metrics: FrontMetrics,
+                 with_coupon_price: bool) -> None:
+        self.prod_api = prod_api
+        self.coupon_api = coupon_api
+        self.metrics = metrics
+        self.with_coupon_price = with_coupon_price
+
+    async def coupons_or_none(self, prod_no: int) -> list[UpstreamCoupon] | None:
+        try:
+            return await self.coupon_api.list_coupons_for_product(prod_no)
+        except UpstreamError:
+            return None  # already logged and counted by the upstream client
+
+    async def for_product(self, prod_no: int) -> tuple[dict[str, object], bool]:
+        """The answer's fields, and whether it lacks the coupons. Product and coupons are
+        asked concurrently; a product error wins, and the coupon call is then cancelled."""
+        coupons_call = asyncio.ensure_future(self.coupons_or_none(prod_no))
+        try:
+            product = await self.prod_api.get_product(prod_no)
+        except BaseException:
+            coupons_call.cancel()
+            raise
+        if product is None:
+            coupons_call.cancel()
+            raise ApiError(404, f"product {prod_no} does not exist")
+        coupons = await coupons_call
+        detail: dict[str, object] = {
+            "prod": product.model_dump(),
+            "coupons": [coupon.model_dump() for coupon in coupons or ()],
+            "couponsAvailable": coupons is not None,
+        }
+        if self.with_coupon_price:
+            detail["couponPrice"] = best_coupon_price(product.price, coupons or ())
+        if coupons is None:
+            self.metrics.degraded.labels("coupons").inc()
+        return detail, coupons is None
 
 
-async def coupons_or_none(coupon_api: CouponApi, prod_no: int) -> list[UpstreamCoupon] | None:
-    try:
-        return await coupon_api.list_coupons_for_product(prod_no)
-    except UpstreamError:
-        return None  # already logged and counted by the upstream client
-
-
-async def product_with_coupons(prod_no: int, prod_api: ProdApi, coupon_api: CouponApi,
-                               ) -> tuple[UpstreamProduct, list[UpstreamCoupon] | None]:
-    """The product and its coupons, asked concurrently; None for coupons the coupon service
-    could not give. A product error wins: the coupon call is then cancelled."""
-    coupons_call = asyncio.ensure_future(coupons_or_none(coupon_api, prod_no))
-    try:
-        product = await prod_api.get_product(prod_no)
-    except BaseException:
-        coupons_call.cancel()
-        raise
-    if product is None:
-        coupons_call.cancel()
-        raise ApiError(404, f"product {prod_no} does not exist")
-    return product, await coupons_call
-
+# Built in the lifespan around the upstream session. One dependency that carries both upstream
+# APIs rather than one each: FastAPI solves every dependency on every request.
+ProductDetailsDep = Annotated[ProductDetails, Depends(app_state("product_details"))]
 
 router = APIRouter(tags=["product detail"])
 
@@ -70,22 +86,12 @@ _STATUS_FOR_KIND = {"timeout": 504, "connect": 503, "connect_timeout": 503, "htt
 
 @router.get("/product-detail/{prodNo}", response_model=ProductDetail,
             responses=error_responses(400, 404, 502, 503, 504))
-async def get_product_detail(prodNo: ProdNo, prod_api: ProdApiDep, coupon_api: CouponApiDep,
-                             metrics: FrontMetricsDep, info: ServiceInfoDep) -> Response:
+async def get_product_detail(prodNo: ProdNo, details: ProductDetailsDep) -> Response:
     """A product with the coupons that apply to it (and, in release 2, its best price)."""
     try:
-        product, coupons = await product_with_coupons(prodNo, prod_api, coupon_api)
+        detail, degraded = await details.for_product(prodNo)
     except UpstreamError as exc:
         raise ApiError(_STATUS_FOR_KIND.get(exc.kind, 502), exc.message) from exc
-    detail: dict[str, object] = {
-        "prod": product.model_dump(),
-        "coupons": [coupon.model_dump() for coupon in coupons or ()],
-        "couponsAvailable": coupons is not None,
-    }
-    if info.release != "1":
-        detail["couponPrice"] = best_coupon_price(product.price, coupons or ())
-    if coupons is None:
-        metrics.degraded.labels("coupons").inc()
     try:
         body = orjson.dumps(detail)
     except orjson.JSONEncodeError as exc:
@@ -94,7 +100,7 @@ async def get_product_detail(prodNo: ProdNo, prod_api: ProdApiDep, coupon_api: C
         raise ApiError(502, "an upstream service sent a value out of range") from exc
     # Built from models validated on the way in; response_model documents the shape.
     return Response(body, media_type="application/json",
-                    headers={"x-degraded": "coupons"} if coupons is None else None)
+                    headers={"x-degraded": "coupons"} if degraded else None)
 
 
 def create_app(settings: FrontSettings | None = None) -> FastAPI:
@@ -110,8 +116,10 @@ def create_app(settings: FrontSettings | None = None) -> FastAPI:
                 max_body_bytes=settings.max_upstream_body_bytes,
                 log=app.state.log, metrics=app.state.front_metrics,
             )
-            app.state.prod_api = ProdApi(upstream, settings.prod_api_url)
-            app.state.coupon_api = CouponApi(upstream, settings.coupon_api_url)
+            app.state.product_details = ProductDetails(
+                ProdApi(upstream, settings.prod_api_url),
+                CouponApi(upstream, settings.coupon_api_url),
+                app.state.front_metrics, with_coupon_price=settings.release != "1")
             yield
 
     app = build_app(

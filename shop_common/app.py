@@ -110,6 +110,10 @@ def build_app(*, service: str, title: str, description: str, settings: ServiceSe
         # No 307 to the slash-less path: its Location is built from the client's Host header,
         # and every shop path is spelt without a trailing slash anyway (a 404 JSON instead).
         redirect_slashes=False,
+        # The shop exports its own Prometheus metrics and JSON logs; FastAPI's OpenTelemetry
+        # instrumentation, with no provider configured, would only ask on every request
+        # whether one has appeared since.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     without_validation_errors(app)
     app.state.settings = settings
@@ -120,9 +124,11 @@ def build_app(*, service: str, title: str, description: str, settings: ServiceSe
                                          instance=settings.instance)
     for name, value in (state or {}).items():
         setattr(app.state, name, value)
-    app.include_router(ops_router)
     latency = ([Depends(simulated_latency)]
                if simulate_latency and settings.simulated_latency_ms else [])
     for router in routers:
         app.include_router(router, dependencies=latency)
+    # After the service's own routes: routes are matched in order, and /health is asked for
+    # once a second or so, the API on every request.
+    app.include_router(ops_router)
     return app
