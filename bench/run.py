@@ -34,12 +34,12 @@ REPO = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO / "bench" / "results"
 YARDSTICK = REPO / "bench" / "yardstick.py"
 
-# The targets; each is checked against figures from the same run.
+# Targets, each checked against figures from the same run.
 MIN_FRONT_RATIO = 0.30
-AIM_FRONT_RATIO = 0.40
-MAX_P99_RATIO = 4.0
+AIM_FRONT_RATIO = 0.43  # the classic Node/Express front of this shop, same harness
+MAX_P99_RATIO = 3.0
 C1_FACTOR, C1_SLACK_MS = 1.3, 1.0
-MAX_RSS_MIB = 60.0
+MAX_RSS_MIB = 64.0
 MAX_START_SECONDS = 1.5
 
 
