@@ -679,6 +679,7 @@ def test_survives_losing_two_workers_in_turn(lab: Lab) -> None:
                 kill.row[f"probe_{name}"] = figure
                 lab.say(f"[cluster] kill of node{kill.node}, probe {name}: {figure}")
     for kill in kills:
+        lab.figures.append({"step": f"kill of node{kill.node}", **kill.row})
         lab.say(f"[cluster] kill of node{kill.node}: " + "  ".join(
             f"{k}={v}" for k, v in kill.row.items()))
 
