@@ -1,4 +1,4 @@
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from shop_common.settings import ServiceSettings
 
@@ -7,14 +7,33 @@ class FrontSettings(ServiceSettings):
     port: int = Field(default=8080, ge=1, le=65535)
     prod_api_url: str = Field(default="http://prod.api:3001", pattern=r"^https?://[^/]+$")
     coupon_api_url: str = Field(default="http://coupon.api:3002", pattern=r"^https?://[^/]+$")
-    # Whole budget for one upstream call, retries included: the front never hangs longer.
-    upstream_timeout_seconds: float = Field(default=2.0, gt=0, le=30)
-    upstream_connect_timeout_seconds: float = Field(default=0.5, gt=0, le=30)
-    # Extra attempts on failures that mean "that replica went away" (refused, reset, closed).
+    # The latency budget (README, "Latency budget"): each try of an upstream GET gets
+    # upstream_attempt_timeout_seconds, then goes again (on another replica) while the whole
+    # call's upstream_timeout_seconds lasts. The backends answer in about a millisecond, so a
+    # try that takes this long met a replica that is gone, hung or overloaded.
+    upstream_attempt_timeout_seconds: float = Field(default=0.25, gt=0, le=30)
+    # Whole budget for one upstream call, retries included: the front never waits longer.
+    # The edge's per-try timeout (stacks/edge/haproxy.cfg) sits above it.
+    upstream_timeout_seconds: float = Field(default=0.8, gt=0, le=30)
+    # Connecting to one address; a dead node's address stays in DNS until swarm notices, and
+    # a connection to it never completes: the next address is tried after this.
+    upstream_connect_timeout_seconds: float = Field(default=0.2, gt=0, le=30)
+    # Extra tries after a failure that means "that replica went away or hung" (refused,
+    # reset, closed, timed out); a 5xx is tried again at most once, a 4xx never.
     upstream_retries: int = Field(default=2, ge=0, le=5)
     # Idle pooled connections are closed after this, so new replicas soon get traffic; it is
     # below the backends' server keep-alive (5 s) so the front closes first.
-    keepalive_expiry_seconds: float = Field(default=2.0, ge=0, le=60)
+    keepalive_expiry_seconds: float = Field(default=2.0, gt=0, le=60)
+    # How long a DNS answer for prod.api / coupon.api is kept: replicas come and go, and
+    # new connections should find them within a second.
+    upstream_dns_cache_seconds: float = Field(default=1.0, ge=0, le=60)
     # Pool bound: at most this many connections per upstream, whatever the failures.
     upstream_max_connections: int = Field(default=64, ge=1, le=1000)
     max_upstream_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+
+    @model_validator(mode="after")
+    def _attempt_fits_the_budget(self) -> "FrontSettings":
+        if self.upstream_attempt_timeout_seconds > self.upstream_timeout_seconds:
+            raise ValueError("upstream_attempt_timeout_seconds must not exceed "
+                             "upstream_timeout_seconds")
+        return self

@@ -1,17 +1,16 @@
 import asyncio
-import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
-import httpx
+import aiohttp
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
-from front_service.http1 import BodyTooLarge, Http1Transport, InvalidResponse, read_limited
 from front_service.metrics import FrontMetrics
+from front_service.settings import FrontSettings
 from shop_common.context import current_request_id
-from shop_common.logs import JsonLog
+from shop_common.logs import Log
 from shop_common.prodno import MAX_PROD_NO
 
 # Integers from upstream JSON stay within what every JSON reader holds exactly (2**53 - 1), so
@@ -49,23 +48,29 @@ class UpstreamCoupon(BaseModel):
 
 _coupon_list = TypeAdapter(list[UpstreamCoupon])
 
-# Failures that mean "the replica this went to is gone or going": safe and useful to retry a
-# GET on, since the next attempt gets a fresh connection (and, on swarm, another replica).
-RETRYABLE = frozenset({"connect", "connect_timeout", "disconnected", "reset"})
+# Failures that mean "the replica this try went to is gone, going or stuck": worth another try
+# of a GET, which gets another connection (and, on swarm, most likely another replica).
+RETRYABLE = frozenset({"connect", "connect_timeout", "disconnected", "reset", "payload",
+                       "timeout"})
 
 
 def failure_kind(exc: BaseException) -> str:
-    """Name a transport failure: connect, connect_timeout, disconnected, reset, timeout, other."""
-    if isinstance(exc, httpx.ConnectTimeout):
+    """Name a failed try: connect, connect_timeout, disconnected, reset, payload, timeout,
+    invalid_body (HTTP the client cannot read), or other."""
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
         return "connect_timeout"
-    if isinstance(exc, httpx.TimeoutException):
-        return "timeout"
-    if isinstance(exc, httpx.ConnectError):
+    if isinstance(exc, aiohttp.ClientConnectorError):
         return "connect"
-    if isinstance(exc, httpx.RemoteProtocolError):
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
         return "disconnected"
-    if isinstance(exc, httpx.NetworkError):
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return "payload"  # the body broke off, or its content-encoding does not decode
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return "invalid_body"  # not HTTP, a bad status line, framing or oversized head
+    if isinstance(exc, aiohttp.ClientOSError):
         return "reset"
+    if isinstance(exc, TimeoutError):
+        return "timeout"  # this try's timeout (read timeouts included)
     return "other"
 
 
@@ -80,15 +85,8 @@ class UpstreamError(Exception):
         self.message = message
 
 
-# Upstream URLs parsed once each: parsing one (an IPv4 check included) costs more than the rest
-# of building the request. Bounded, since the product number in the URL comes from the user.
-_parse_url = functools.lru_cache(maxsize=256)(httpx.URL)
-
-
-# Not HTTP, or HTTP the client cannot read: a bad status line, broken chunked framing, a head
-# over the client's limit, or a content-encoding the body does not match. The same replica
-# would answer the same: no retry.
-UNREADABLE = (InvalidResponse, httpx.DecodingError)
+class BodyTooLarge(Exception):
+    """An upstream body over SHOP_MAX_UPSTREAM_BODY_BYTES (declared, or as it arrived)."""
 
 
 @dataclass
@@ -99,18 +97,46 @@ class _Call:
     start: float = 0.0
 
 
-class UpstreamClient:
-    """GETs over the shared keep-alive client: total deadline, bounded retries, logs, metrics."""
+def open_session(settings: FrontSettings) -> aiohttp.ClientSession:
+    """The front's one HTTP client session, shared by both upstreams for the process's life."""
+    connector = aiohttp.TCPConnector(
+        # The pool bound is per upstream (prod.api, coupon.api): a failing one cannot take
+        # the other's connections.
+        limit=0,
+        limit_per_host=settings.upstream_max_connections,
+        # dnsrr aliases resolve to every replica: looked up again after this long, and new
+        # connections take turns over the addresses.
+        use_dns_cache=settings.upstream_dns_cache_seconds > 0,
+        ttl_dns_cache=settings.upstream_dns_cache_seconds or None,
+        keepalive_timeout=settings.keepalive_expiry_seconds,
+        # A connect on an overlay network completes in well under a millisecond; one still
+        # pending after 50 ms is most likely to a node that died, so the next address starts
+        # racing it rather than waiting for the connect timeout.
+        happy_eyeballs_delay=0.05,
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        # Only the connect timeout per address here. The per-try and whole-call deadlines are
+        # two nested asyncio.timeout scopes (UpstreamClient): when both expire together the
+        # outer one still ends the call. With aiohttp's own total timeout as the per-try
+        # deadline, the outer cancellation was lost and the call went on for more tries.
+        timeout=aiohttp.ClientTimeout(total=None,
+                                      sock_connect=settings.upstream_connect_timeout_seconds),
+        headers={"User-Agent": f"shop-front/{settings.release}"},
+        cookie_jar=aiohttp.DummyCookieJar(),  # backends set no cookies; none are kept
+        trust_env=False,  # no proxy from the environment between the front and its APIs
+    )
 
-    def __init__(self, client: httpx.AsyncClient, *, total_timeout: float, retries: int,
-                 max_body_bytes: int, log: JsonLog, metrics: FrontMetrics) -> None:
-        self.client = client
-        # What AsyncClient.send would add to every request, worked out once: the upstream GET
-        # goes straight to the client's transport (see _get_once).
-        self.default_headers = list(client.headers.raw)
-        self.extensions = {"timeout": client.timeout.as_dict()}
-        self.connect_timeout = client.timeout.connect
-        self.pool_timeout = client.timeout.pool
+
+class UpstreamClient:
+    """GETs over the shared session: per-try timeouts, bounded retries, a total deadline, a
+    body size limit, one log line and metrics per try."""
+
+    def __init__(self, session: aiohttp.ClientSession, *, attempt_timeout: float,
+                 total_timeout: float, retries: int, max_body_bytes: int, log: Log,
+                 metrics: FrontMetrics) -> None:
+        self.session = session
+        self.attempt_timeout = attempt_timeout
         self.total_timeout = total_timeout
         self.retries = retries
         self.max_body_bytes = max_body_bytes
@@ -135,27 +161,25 @@ class UpstreamClient:
 
     async def _get_with_retries(self, upstream: str, url: str,
                                 parse: Callable[[int, bytes], T], call: _Call) -> T:
-        request_id = current_request_id()
+        headers = {"X-Request-ID": current_request_id()}
         retried_5xx = False
         while True:
             call.attempt += 1
             attempt = call.attempt
             start = call.start = time.perf_counter()
             try:
-                status, body = await self._get_once(url, request_id)
-            except UNREADABLE as exc:
-                self._record(upstream, url, None, start, attempt, "invalid_body")
-                raise UpstreamError(upstream, "invalid_body",
-                                    f"{upstream} service sent a response that is not readable "
-                                    f"HTTP ({type(exc).__name__})") from exc
-            except (httpx.TransportError, BodyTooLarge) as exc:
+                # aiohttp sends an idempotent GET again by itself, once, when its connection
+                # breaks before the answer: that second send is part of this try.
+                async with asyncio.timeout(self.attempt_timeout):
+                    status, body = await self._get_once(url, headers)
+            except (aiohttp.ClientError, TimeoutError, BodyTooLarge) as exc:
                 kind = "too_large" if isinstance(exc, BodyTooLarge) else failure_kind(exc)
                 self._record(upstream, url, None, start, attempt, kind)
                 if kind in RETRYABLE and attempt <= self.retries:
                     self.metrics.retries.labels(upstream).inc()
                     await asyncio.sleep(0.01 * attempt)  # a beat for DNS/routing to move on
                     continue
-                raise UpstreamError(upstream, kind, _transport_message(upstream, kind)) from exc
+                raise UpstreamError(upstream, kind, _failure_message(upstream, kind)) from exc
             if status >= 500 and not retried_5xx and attempt <= self.retries:
                 retried_5xx = True
                 self._record(upstream, url, status, start, attempt, "http_5xx")
@@ -172,33 +196,19 @@ class UpstreamClient:
                 self._record(upstream, url, status, start, attempt, outcome)
             return result
 
-    async def _get_once(self, url: str, request_id: str) -> tuple[int, bytes]:
-        # Straight to the transport the client would pick for this URL (the injected one in
-        # tests, respx's when it patches the client), with the client's headers and timeouts.
-        # AsyncClient.send's generic machinery (header merging, auth and redirect wrappers,
-        # cookie-jar extraction through http.cookiejar) cost almost a quarter of the front's whole
-        # request (bench/README.md), and a GET to a backend needs none of it.
-        parsed_url = _parse_url(url)
-        transport = self.client._transport_for_url(parsed_url)
-        headers = [*self.default_headers, (b"x-request-id", request_id.encode())]
-        if isinstance(transport, Http1Transport):
-            return await transport.get_body(
-                url, headers, connect_timeout=self.connect_timeout,
-                pool_timeout=self.pool_timeout, max_body_bytes=self.max_body_bytes)
-        request = httpx.Request("GET", parsed_url, headers=headers, extensions=self.extensions)
-        response = await transport.handle_async_request(request)
-        try:
-            declared = response.headers.get("content-length")
-            if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+    async def _get_once(self, url: str, headers: dict[str, str]) -> tuple[int, bytes]:
+        async with self.session.get(url, headers=headers) as response:
+            declared = response.content_length
+            if declared is not None and declared > self.max_body_bytes:
                 raise BodyTooLarge
-            # A content-encoding is undone (aiter_bytes), as the client's stream() did; without
-            # one, the transport's chunks are the body and httpx's decoder chain is skipped.
-            chunk_source = (response.aiter_bytes() if "content-encoding" in response.headers
-                            else response.stream)
-            return response.status_code, await read_limited(
-                chunk_source, self.max_body_bytes)  # type: ignore[arg-type]
-        finally:
-            await response.aclose()
+            # Read as it arrives, so an undeclared (chunked) or decompressed body is cut off
+            # at the limit instead of being held whole first.
+            body = bytearray()
+            async for chunk in response.content.iter_any():
+                body += chunk
+                if len(body) > self.max_body_bytes:
+                    raise BodyTooLarge
+            return response.status, bytes(body)
 
     def _record(self, upstream: str, url: str, status: int | None, start: float, attempt: int,
                 outcome: str) -> None:
@@ -206,22 +216,21 @@ class UpstreamClient:
         self.metrics.upstream_latency(upstream).observe(seconds)
         if outcome != "ok":
             self.metrics.errors.labels(upstream, outcome).inc()
-        # A good call's line goes out with its request's access line (one write for all).
-        self.log.event("upstream", level="info" if outcome == "ok" else "warning",
-                       flush=outcome != "ok",
-                       upstream=upstream, method="GET", url=url, status=status,
-                       duration_ms=round(seconds * 1000, 2), attempt=attempt, outcome=outcome,
-                       request_id=current_request_id())
+        write = self.log.info if outcome == "ok" else self.log.warning
+        write("upstream", upstream=upstream, method="GET", url=url, status=status,
+              duration_ms=round(seconds * 1000, 2), attempt=attempt, outcome=outcome)
 
 
-def _transport_message(upstream: str, kind: str) -> str:
+def _failure_message(upstream: str, kind: str) -> str:
     reasons = {
         "connect": "refused or unreachable",
         "connect_timeout": "did not accept a connection in time",
         "disconnected": "closed the connection without answering",
         "reset": "reset the connection",
+        "payload": "sent a broken body",
         "timeout": "did not answer in time",
         "too_large": "sent a body over the size limit",
+        "invalid_body": "sent a response that is not readable HTTP",
     }
     return f"{upstream} service {reasons.get(kind, 'failed')}"
 

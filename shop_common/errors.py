@@ -1,3 +1,4 @@
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -67,13 +68,9 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
             for status in statuses}
 
 
-def api_error_response(exc: ApiError) -> Response:
-    return error_response(exc.status, exc.message, exc.code)
-
-
 async def _on_api_error(_: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
-    return api_error_response(exc)
+    return error_response(exc.status, exc.message, exc.code)
 
 
 async def _on_http_exception(_: Request, exc: Exception) -> Response:
@@ -94,7 +91,7 @@ async def _on_validation_error(_: Request, exc: Exception) -> Response:
     return error_response(400, "invalid request: " + "; ".join(problems))
 
 
-def _without_validation_error_responses(app: FastAPI) -> None:
+def without_validation_errors(app: FastAPI) -> None:
     """FastAPI documents a 422 on every operation with parameters; the shop answers bad input
     with a 400 in its own error shape, so the schema must not promise a 422."""
     generate = app.openapi
@@ -114,8 +111,11 @@ def _without_validation_error_responses(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    app.add_exception_handler(ApiError, _on_api_error)
-    app.add_exception_handler(StarletteHTTPException, _on_http_exception)
-    app.add_exception_handler(RequestValidationError, _on_validation_error)
-    _without_validation_error_responses(app)
+def exception_handlers() -> dict[Any, Callable[[Request, Exception], Awaitable[Response]]]:
+    """Every error in the one shop shape: ApiError, Starlette's HTTP errors (404, 405), and
+    request validation (a 400, not FastAPI's 422)."""
+    return {
+        ApiError: _on_api_error,
+        StarletteHTTPException: _on_http_exception,
+        RequestValidationError: _on_validation_error,
+    }

@@ -1,113 +1,115 @@
+"""JSON log lines through structlog: one object per line on stdout, written when it happens.
+
+Every line carries `ts`, `level`, `service`, `instance`, `release` and `event` (what happened:
+`request`, `upstream`, `startup`, ...); lines written while a request is served also carry its
+`request_id`, read from the context variable the request middleware sets. uvicorn's own
+messages (stdlib logging) go through the same renderer as `event: "log"` lines.
+"""
+
 import logging
-import math
 import sys
-import time
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+import structlog
+from structlog.typing import EventDict, Processor, WrappedLogger
 
-# The formatted whole second of the last timestamp: every log line needs one, and formatting a
-# datetime costs more than the rest of the line; within a second only the milliseconds change.
-_last_second: tuple[int, str] = (-1, "")
+from shop_common.context import request_id_var
 
+LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
+          "error": logging.ERROR}
 
-def utc_timestamp(now: float | None = None) -> str:
-    """ISO-8601 UTC with milliseconds and Z, exactly as datetime.isoformat would give it."""
-    global _last_second
-    if now is None:
-        now = time.time()
-    second = math.floor(now)
-    micros = round((now - second) * 1_000_000)  # datetime rounds to microseconds the same way
-    if micros >= 1_000_000:
-        second, micros = second + 1, micros - 1_000_000
-    cached_second, text = _last_second
-    if second != cached_second:
-        text = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-        _last_second = (second, text)
-    return f"{text}.{micros // 1000:03d}Z"
+Log = structlog.typing.FilteringBoundLogger
 
 
-class JsonLog:
-    """One JSON object per line on stdout, with the keys every shop log line carries.
+class StdoutLogger:
+    """The sink: each rendered line to whatever `sys.stdout` is when the line is written.
 
-    Request and upstream lines are written directly rather than through `logging`: they are
-    on the hot path and the stdlib machinery costs several times the serialisation.
+    structlog's PrintLogger keeps the stream it was given; looking it up per line lets a test
+    capture the lines of an app built before the capture started.
     """
 
-    def __init__(self, service: str, instance: str, release: str) -> None:
-        self.service = service
-        self.instance = instance
-        self.release = release
-        self.pending: list[str] = []
+    def msg(self, message: str) -> None:
+        out = sys.stdout
+        out.write(message + "\n")
+        out.flush()  # a line that waits in a buffer is lost when the process is killed
 
-    def event(self, event: str, level: str = "info", *, flush: bool = True,
-              **fields: Any) -> None:
-        """Write one line; with `flush=False` it waits for the next flushed line or `flush()`.
-
-        The front's upstream lines wait for their request's access line: one write for the
-        three lines of a product-detail request (each write is a system call).
-        """
-        record = {
-            "ts": utc_timestamp(),
-            "level": level,
-            "service": self.service,
-            "instance": self.instance,
-            "release": self.release,
-            "event": event,
-            **fields,
-        }
-        self.pending.append(
-            orjson.dumps(record, default=str, option=orjson.OPT_APPEND_NEWLINE).decode())
-        if flush:
-            self.flush()
-
-    def flush(self) -> None:
-        """Write the lines that wait, in one write."""
-        if self.pending:
-            text = "".join(self.pending)
-            self.pending.clear()
-            out = sys.stdout  # looked up per write: tests capture it by replacing it
-            out.write(text)
-            out.flush()
+    debug = info = warning = error = critical = exception = msg
 
 
-class JsonFormatter(logging.Formatter):
-    """Formats stdlib records (uvicorn's own messages) in the shop's line format."""
+def _add_request_id(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    request_id = request_id_var.get()
+    if request_id is not None:
+        event_dict.setdefault("request_id", request_id)
+    return event_dict
 
-    def __init__(self, service: str = "", instance: str = "", release: str = "") -> None:
-        super().__init__()
-        self.static = {"service": service, "instance": instance, "release": release}
 
-    def format(self, record: logging.LogRecord) -> str:
-        line: dict[str, Any] = {
-            "ts": utc_timestamp(record.created),
-            "level": record.levelname.lower(),
-            **self.static,
-            "event": "log",
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        if record.exc_info:
-            line["exception"] = self.formatException(record.exc_info)
-        return orjson.dumps(line, default=str).decode()
+_FIRST_KEYS = ("ts", "level", "service", "instance", "release", "event")
+
+
+def _common_keys_first(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    # Readable as raw text too: when, how bad, who, what, then the rest.
+    first = {key: event_dict.pop(key) for key in _FIRST_KEYS if key in event_dict}
+    return {**first, **event_dict}
+
+
+def _render(_: WrappedLogger, __: str, event_dict: EventDict) -> str:
+    return orjson.dumps(event_dict, default=str).decode()
+
+
+_COMMON: list[Processor] = [
+    structlog.processors.add_log_level,
+    structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
+    _add_request_id,
+]
+
+
+def make_log(service: str, instance: str, release: str, level: str = "info") -> Log:
+    """The service's logger: `log.info("request", status=200, ...)` writes one JSON line."""
+    logger: Log = structlog.wrap_logger(
+        StdoutLogger(),
+        processors=[*_COMMON, structlog.processors.format_exc_info, _common_keys_first,
+                    _render],
+        wrapper_class=structlog.make_filtering_bound_logger(LEVELS[level]),
+    )
+    return logger.bind(service=service, instance=instance, release=release)
+
+
+def _as_log_event(static: dict[str, str]) -> Processor:
+    def processor(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+        # A stdlib record's text is its message; its event is "log".
+        return {**static, "event": "log", **event_dict}
+    return processor
+
+
+def stdlib_formatter(service: str, instance: str, release: str) -> logging.Formatter:
+    """Formats stdlib records (uvicorn's own messages) as the service's JSON lines."""
+    return structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[*_COMMON, structlog.stdlib.add_logger_name],
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.EventRenamer("message"),
+            _as_log_event({"service": service, "instance": instance, "release": release}),
+            structlog.processors.format_exc_info,
+            _common_keys_first,
+            _render,
+        ],
+    )
 
 
 def uvicorn_log_config(service: str, instance: str, release: str, level: str) -> dict[str, Any]:
-    """A logging dict for uvicorn: its messages as JSON lines on stdout, no access log."""
+    """A logging dict for uvicorn: its messages as JSON lines on stdout, no access log (the
+    shop middleware writes one)."""
     return {
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {
-            "json": {
-                "()": JsonFormatter,
-                "service": service,
-                "instance": instance,
-                "release": release,
-            }
+            "json": {"()": stdlib_formatter, "service": service, "instance": instance,
+                     "release": release},
         },
         "handlers": {
-            "stdout": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stdout"}
+            "stdout": {"class": "logging.StreamHandler", "formatter": "json",
+                       "stream": "ext://sys.stdout"},
         },
         "loggers": {
             "uvicorn": {"handlers": ["stdout"], "level": level.upper(), "propagate": False},

@@ -1,14 +1,14 @@
 import re
 import time
 import traceback
-from random import getrandbits
+import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shop_common.context import request_id_var
 from shop_common.errors import error_body
 from shop_common.lifecycle import Lifecycle
-from shop_common.logs import JsonLog
+from shop_common.logs import Log
 from shop_common.metrics import ServiceMetrics
 
 # A client-sent id is kept only if it is short and plain: it goes into headers, logs and
@@ -28,9 +28,8 @@ def incoming_request_id(headers: list[tuple[bytes, bytes]]) -> str | None:
 
 
 def new_request_id() -> str:
-    """32 random hex digits, like uuid4().hex: an id to correlate lines by, not a secret, so
-    from the process's seeded generator (no system call and no UUID object per request)."""
-    return f"{getrandbits(128):032x}"
+    """32 random hex digits: an id to correlate log lines by."""
+    return uuid.uuid4().hex
 
 
 class ShopMiddleware:
@@ -41,7 +40,7 @@ class ShopMiddleware:
     """
 
     def __init__(self, app: ASGIApp, *, service: str, instance: str, release: str,
-                 log: JsonLog, metrics: ServiceMetrics, lifecycle: Lifecycle,
+                 log: Log, metrics: ServiceMetrics, lifecycle: Lifecycle,
                  access_log: bool) -> None:
         self.app = app
         self.log = log
@@ -83,8 +82,7 @@ class ShopMiddleware:
             await self.app(scope, receive, send_with_headers)
         except Exception as exc:
             status = 500
-            self.log.event("error", level="error", request_id=request_id,
-                           message=f"unhandled {type(exc).__name__} on {scope['method']}",
+            self.log.error("error", message=f"unhandled {type(exc).__name__} on {scope['method']}",
                            exception=traceback.format_exc(limit=20))
             if started:
                 raise  # half a response is out: let the server drop the connection
@@ -104,10 +102,9 @@ class ShopMiddleware:
                     self.metrics.observe(route, scope["method"], status, seconds)
                 if self.access_log:
                     client = scope.get("client")
-                    self.log.event(
+                    self.log.info(
                         "request", method=scope["method"], path=path[:_MAX_LOGGED_PATH],
                         status=status, duration_ms=round(seconds * 1000, 2),
-                        request_id=request_id, client=client[0] if client else None,
+                        client=client[0] if client else None,
                     )
-            self.log.flush()  # lines the request left waiting (the front's upstream calls)
             request_id_var.reset(token)

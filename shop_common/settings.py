@@ -1,33 +1,20 @@
-import os
 import socket
-from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
-ENV_PREFIX = "shop_"
+ENV_PREFIX = "SHOP_"
 
 
-class ServiceSettings(BaseModel):
+class ServiceSettings(BaseSettings):
     """Settings every service has; each service subclasses it with its own port and data.
 
     A field not passed to the constructor comes from the environment variable SHOP_<FIELD>
-    (any case), else its default; every value, defaults included, is validated. Read here
-    rather than through pydantic-settings, whose sources (dotenv, CLI, cloud secret stores)
-    the shop does not use and which cost the front 1 MiB of memory (bench/README.md).
+    (any case), else its default; every value, defaults included, is validated.
     """
 
-    model_config = ConfigDict(extra="ignore", validate_default=True)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _from_environment(cls, data: Any) -> Any:
-        if not isinstance(data, dict):
-            return data
-        environment = {name.lower(): value for name, value in os.environ.items()
-                       if name.lower().startswith(ENV_PREFIX)}
-        from_environment = {field: environment[ENV_PREFIX + field] for field in cls.model_fields
-                            if ENV_PREFIX + field in environment}
-        return {**from_environment, **data}
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore",
+                                      validate_default=True)
 
     host: str = "0.0.0.0"
     port: int = Field(default=8000, ge=1, le=65535)
@@ -43,3 +30,8 @@ class ServiceSettings(BaseModel):
     # timeouts can be watched with requests in flight. 0 in production.
     simulated_latency_ms: int = Field(default=0, ge=0, le=60_000)
     log_level: str = Field(default="info", pattern=r"^(debug|info|warning|error)$")
+
+
+def env_name(field: str) -> str:
+    """The environment variable behind a settings field."""
+    return f"{ENV_PREFIX}{field.upper()}"

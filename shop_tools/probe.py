@@ -9,8 +9,11 @@ way many independent users would, so a rolling update cannot hide behind one pin
 connection. The run ends after --duration seconds or rate*duration requests, whichever
 comes first, plus at most --timeout seconds for requests still in flight.
 
+A request succeeded when it got a 2xx answer whose body is JSON (every shop answer is): a
+2xx with something else (a proxy's HTML page, a cut-off body) is a `bad_body` failure.
+
 One progress line is printed per second and a summary at the end. Exit status: 0 when
-every request succeeded (2xx), 1 when any failed, 2 on usage errors.
+every request succeeded, 1 when any failed, 2 on usage errors.
 """
 
 from __future__ import annotations
@@ -233,6 +236,14 @@ class _Second:
         }
 
 
+def _is_json(response: httpx.Response) -> bool:
+    try:
+        response.json()
+    except ValueError:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
+        return False
+    return True
+
+
 def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
 
@@ -270,13 +281,15 @@ class _Recorder:
         self.report.instances[instance] += 1
         self.report.total += 1
         self.completed += 1
-        if response.is_success:
+        if not response.is_success:
+            self._failed(bucket, started, now, f"status_{response.status_code}", response, "")
+        elif not _is_json(response):
+            self._failed(bucket, started, now, "bad_body", response, "")
+        else:
             bucket.ok += 1
             self.report.ok += 1
             if "x-degraded" in response.headers:
                 self.report.degraded += 1
-        else:
-            self._failed(bucket, started, now, f"status_{response.status_code}", response, "")
 
     def failure(
         self, started: float, now: float, kind: str, request_id: str, exc: BaseException

@@ -3,7 +3,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from fastapi.testclient import TestClient
-from upstreams import Upstreams
+from upstreams import Upstreams, front_settings_for
 
 from coupon_service.app import create_app as create_coupon_app
 from coupon_service.settings import CouponSettings
@@ -38,22 +38,32 @@ def coupon_client() -> Iterator[TestClient]:
         yield client
 
 
-@pytest.fixture
-def upstreams() -> Upstreams:
-    """Real prod and coupon apps behind an injectable transport, faults on demand."""
-    return Upstreams()
+@pytest.fixture(scope="session")
+def upstream_servers() -> Iterator[Upstreams]:
+    """The real prod and coupon apps on 127.0.0.1 behind fault servers, for the whole run."""
+    servers = Upstreams()
+    yield servers
+    servers.close()
 
 
 @pytest.fixture
-def front_settings() -> FrontSettings:
-    """Front settings with the default swarm aliases and a short budget so faults end fast."""
-    return FrontSettings(instance="front-test", release="2", upstream_timeout_seconds=0.5)
+def upstreams(upstream_servers: Upstreams) -> Iterator[Upstreams]:
+    """The upstreams, healthy and with fresh counts; faults set by a test end with it."""
+    upstream_servers.reset()
+    yield upstream_servers
+    upstream_servers.reset()
 
 
 @pytest.fixture
-def front_client(front_settings: FrontSettings, upstreams: Upstreams) -> Iterator[TestClient]:
-    """The front app (lifespan running) talking to the in-process upstreams."""
-    with TestClient(create_front_app(front_settings, transport=upstreams)) as client:
+def front_settings(upstreams: Upstreams) -> FrontSettings:
+    """Front settings pointed at the test upstreams."""
+    return front_settings_for(upstreams)
+
+
+@pytest.fixture
+def front_client(front_settings: FrontSettings) -> Iterator[TestClient]:
+    """The front app (lifespan running) talking to the test upstreams over real sockets."""
+    with TestClient(create_front_app(front_settings)) as client:
         yield client
 
 

@@ -1,94 +1,28 @@
-"""Upstream faults for the front's tests: httpx handlers (for an injected transport) and a raw
-TCP server on 127.0.0.1 (for the real transport, front_service/http1.py), both misbehaving on
-demand."""
+"""Misbehaving upstreams for the front's tests, over real sockets on 127.0.0.1.
+
+A behaviour is what a server does with one accepted connection: answer raw bytes, reset,
+close, hang, stall mid-body. `RawServer` runs one behaviour for every connection; the fault
+servers in upstreams.py run them on demand in front of the real apps.
+"""
 
 import asyncio
 import contextlib
 import socket
 import struct
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Self
 
-import httpx
-
-Handler = Callable[[httpx.Request], Awaitable[httpx.Response]]
+Behaviour = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 MiB = 1024 * 1024
-
-
-class _Stream(httpx.AsyncByteStream):
-    """A body that sends `chunks`, then stalls `stall` seconds, then raises `error` if set."""
-
-    def __init__(self, chunks: list[bytes], error: Exception | None = None,
-                 stall: float = 0.0) -> None:
-        self.chunks = chunks
-        self.error = error
-        self.stall = stall
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        for chunk in self.chunks:
-            yield chunk
-        if self.stall:
-            await asyncio.sleep(self.stall)
-        if self.error is not None:
-            raise self.error
-
-
-def json_response(status: int, body: bytes, **headers: str) -> Handler:
-    async def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(status, content=body,
-                              headers={"content-type": "application/json", **headers})
-    return handler
-
-
-async def refused(request: httpx.Request) -> httpx.Response:
-    raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
-
-
-async def connect_timeout(request: httpx.Request) -> httpx.Response:
-    raise httpx.ConnectTimeout("connect timed out", request=request)
-
-
-async def dropped(request: httpx.Request) -> httpx.Response:
-    raise httpx.RemoteProtocolError("Server disconnected without sending a response.",
-                                    request=request)
-
-
-async def reset_mid_body(request: httpx.Request) -> httpx.Response:
-    return httpx.Response(200, headers={"content-type": "application/json"}, stream=_Stream(
-        [b'{"prodNo": 2, "name": "LG'], httpx.ReadError("[Errno 104] Connection reset by peer")))
-
-
-async def hangs(request: httpx.Request) -> httpx.Response:
-    await asyncio.sleep(30)
-    raise AssertionError("the front should have given up long before")
-
-
-async def stalls_mid_body(request: httpx.Request) -> httpx.Response:
-    return httpx.Response(200, headers={"content-type": "application/json"},
-                          stream=_Stream([b"["], stall=30))
-
-
-async def oversized_streamed(request: httpx.Request) -> httpx.Response:
-    """Just over 1 MiB in 64 KiB chunks, with no Content-Length to warn the reader."""
-    chunk = b" " * (64 * 1024)
-    return httpx.Response(200, headers={"content-type": "application/json"},
-                          stream=_Stream([b"[", *[chunk] * 16, b"]"]))
-
-
-async def oversized_declared(request: httpx.Request) -> httpx.Response:
-    """A Content-Length of 2 MiB: the front need not read any of it."""
-    return httpx.Response(200, headers={"content-type": "application/json",
-                                        "content-length": str(2 * MiB)},
-                          stream=_Stream([b"[]"]))
+HANG_LIMIT = 30.0  # s: a hanging behaviour gives up by itself after this, whatever the client
 
 
 class RawServer:
     """A TCP server on 127.0.0.1 that runs `behaviour` on every accepted connection and
     counts connections: accepted in all, open now, most open at once."""
 
-    def __init__(self, behaviour: Callable[[asyncio.StreamReader, asyncio.StreamWriter],
-                                           Awaitable[None]]) -> None:
+    def __init__(self, behaviour: Behaviour) -> None:
         self.behaviour = behaviour
         self.accepted = 0
         self.open = 0
@@ -134,8 +68,13 @@ async def read_request(reader: asyncio.StreamReader) -> None:
     await reader.readuntil(b"\r\n\r\n")
 
 
-def raw_reply(data: bytes, *, then_rst: bool = False,
-              ) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
+async def until_client_leaves(reader: asyncio.StreamReader) -> None:
+    """Wait for the client's FIN (it gave up), at most HANG_LIMIT seconds."""
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(reader.read(), HANG_LIMIT)
+
+
+def raw_reply(data: bytes, *, then_rst: bool = False) -> Behaviour:
     """A behaviour that reads one request, writes `data` as is, then closes (or resets)."""
     async def behaviour(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_request(reader)
@@ -144,6 +83,20 @@ def raw_reply(data: bytes, *, then_rst: bool = False,
         if then_rst:
             abort_with_rst(writer)
     return behaviour
+
+
+def http_reply(status: int, body: bytes, *headers: bytes, keep_alive: bool = False) -> bytes:
+    """A whole HTTP/1.1 response as bytes (`Connection: close` unless `keep_alive`)."""
+    head = [f"HTTP/1.1 {status} X".encode(), b"content-type: application/json",
+            f"content-length: {len(body)}".encode(), *headers]
+    if not keep_alive:
+        head.append(b"connection: close")
+    return b"\r\n".join(head) + b"\r\n\r\n" + body
+
+
+def answers(status: int, body: bytes, *headers: bytes) -> Behaviour:
+    """One HTTP answer, then the connection closes."""
+    return raw_reply(http_reply(status, body, *headers))
 
 
 async def resets_on_accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -164,28 +117,31 @@ async def closes_after_request(reader: asyncio.StreamReader,
 
 async def never_answers(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     await read_request(reader)
-    await asyncio.sleep(30)
+    await until_client_leaves(reader)
 
 
-def closed_port() -> str:
-    """The URL of a port on 127.0.0.1 that nothing listens on (refused at once)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
+async def stalls_mid_body(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await read_request(reader)
+    writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                 b"content-length: 100\r\n\r\n[")
+    await writer.drain()
+    await until_client_leaves(reader)
 
 
-def http_reply(status: int, body: bytes, *headers: bytes, keep_alive: bool = False) -> bytes:
-    """A whole HTTP/1.1 response as bytes (`Connection: close` unless `keep_alive`)."""
-    head = [f"HTTP/1.1 {status} X".encode(), b"content-type: application/json",
-            f"content-length: {len(body)}".encode(), *headers]
-    if not keep_alive:
-        head.append(b"connection: close")
-    return b"\r\n".join(head) + b"\r\n\r\n" + body
+async def oversized_streamed(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Just over 1 MiB in 64 KiB chunks, chunked, with no Content-Length to warn the reader."""
+    await read_request(reader)
+    writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                 b"transfer-encoding: chunked\r\n\r\n")
+    chunk = b" " * (64 * 1024)
+    for part in [b"[", *[chunk] * 16, b"]"]:
+        writer.write(b"%x\r\n%s\r\n" % (len(part), part))
+        await writer.drain()
+    writer.write(b"0\r\n\r\n")
+    await writer.drain()
 
 
-def keeps_answering(data: bytes, hold: float = 0.0,
-                    ) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
+def keeps_answering(data: bytes, hold: float = 0.0) -> Behaviour:
     """A keep-alive server: every request on the connection gets `data` after `hold` s."""
     async def behaviour(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while True:
@@ -197,8 +153,7 @@ def keeps_answering(data: bytes, hold: float = 0.0,
     return behaviour
 
 
-def holds_then_resets(hold: float,
-                      ) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
+def holds_then_resets(hold: float) -> Behaviour:
     """A failing server that keeps each connection busy for `hold` s before resetting it
     (sooner if the client hangs up, so `RawServer.open` counts what the client holds)."""
     async def behaviour(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -207,3 +162,23 @@ def holds_then_resets(hold: float,
             await asyncio.wait_for(reader.read(1), hold)  # b"" at once on the client's FIN
         abort_with_rst(writer)
     return behaviour
+
+
+def closed_port() -> str:
+    """The URL of a port on 127.0.0.1 that nothing listens on (refused at once)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+@contextlib.contextmanager
+def black_hole() -> Iterator[str]:
+    """The URL of a port whose connects never complete: a listener that accepts nothing and
+    whose one-place queue is already taken (the kernel then drops new SYNs, as a dead host
+    answers nothing)."""
+    with socket.socket() as listener, socket.socket() as filler:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        filler.connect(listener.getsockname())
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"

@@ -15,12 +15,11 @@ import anyio
 import orjson
 import pytest
 from fastapi import FastAPI
-from upstreams import Upstreams
+from upstreams import Upstreams, front_settings_for
 
 from coupon_service.app import create_app as create_coupon_app
 from coupon_service.settings import CouponSettings
 from front_service.app import create_app as create_front_app
-from front_service.settings import FrontSettings
 from prod_service.app import create_app as create_prod_app
 from prod_service.settings import ProdSettings
 
@@ -188,18 +187,20 @@ def anyio_backend() -> str:
 
 
 @pytest.fixture(params=SERVICES)
-async def service(request: pytest.FixtureRequest) -> AsyncIterator[Service]:
-    """One of the three apps with its lifespan running; the front gets in-process upstreams."""
-    upstreams = None
+async def service(request: pytest.FixtureRequest,
+                  upstreams: Upstreams) -> AsyncIterator[Service]:
+    """One of the three apps with its lifespan running; the front talks to the test
+    upstreams."""
+    front_upstreams = None
     if request.param == "prod":
         app = create_prod_app(ProdSettings(instance="prod-hostile"))
     elif request.param == "coupon":
         app = create_coupon_app(CouponSettings(instance="coupon-hostile"))
     else:
-        upstreams = Upstreams()
-        app = create_front_app(FrontSettings(instance="front-hostile"), transport=upstreams)
+        front_upstreams = upstreams
+        app = create_front_app(front_settings_for(upstreams, instance="front-hostile"))
     async with app.router.lifespan_context(app):
-        yield Service(request.param, app, upstreams)
+        yield Service(request.param, app, front_upstreams)
 
 
 @pytest.mark.anyio

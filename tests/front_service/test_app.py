@@ -1,35 +1,20 @@
-import asyncio
 import json
 import time
+from collections.abc import Iterator
 
-import httpx
 import pytest
 from fastapi.testclient import TestClient
-from upstreams import Upstreams
+from faults import (
+    answers,
+    closes_after_request,
+    never_answers,
+    resets_after_request,
+)
+from upstreams import Upstreams, front_settings_for
 
 from front_service.app import create_app
-from front_service.settings import FrontSettings
 
 EXPECTED_COUPON_PRICE = {1: 119310, 2: 155200, 3: 1455000, 4: 50000}
-
-
-async def refused(request: httpx.Request) -> httpx.Response:
-    raise httpx.ConnectError("connection refused", request=request)
-
-
-async def dropped(request: httpx.Request) -> httpx.Response:
-    raise httpx.RemoteProtocolError("server disconnected without response", request=request)
-
-
-async def hangs(request: httpx.Request) -> httpx.Response:
-    await asyncio.sleep(30)
-    raise AssertionError("the front should have given up long before")
-
-
-def answers(status: int, body: bytes = b"") -> "object":
-    async def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(status, content=body, headers={"content-type": "application/json"})
-    return handler
 
 
 def counter(client: TestClient, name: str, **labels: str) -> float:
@@ -64,8 +49,8 @@ def test_release_2_full_body(front_client: TestClient) -> None:
 
 def test_release_1_has_no_coupon_price(upstreams: Upstreams) -> None:
     """Release 1 answers the same product and coupons without couponPrice."""
-    settings = FrontSettings(instance="front-r1", release="1")
-    with TestClient(create_app(settings, transport=upstreams)) as client:
+    settings = front_settings_for(upstreams, instance="front-r1", release="1")
+    with TestClient(create_app(settings)) as client:
         response = client.get("/product-detail/2")
         assert response.status_code == 200
         assert "couponPrice" not in response.json()
@@ -74,25 +59,22 @@ def test_release_1_has_no_coupon_price(upstreams: Upstreams) -> None:
         assert client.get("/health").json()["release"] == "1"
 
 
-def test_upstream_calls_overlap(front_client: TestClient, upstreams: Upstreams) -> None:
-    """The product and coupon calls run concurrently: two 0.2 s upstreams take ~0.2 s, not 0.4."""
-    spans: dict[str, tuple[float, float]] = {}
-
-    def slow(host: str) -> "object":
-        async def handler(request: httpx.Request) -> httpx.Response:
+def test_upstream_calls_overlap() -> None:
+    """The product and coupon calls run concurrently: two 0.3 s upstreams take about 0.3 s,
+    not 0.6."""
+    slow = Upstreams(simulated_latency_ms=300)
+    try:
+        settings = front_settings_for(slow, upstream_timeout_seconds=2.0,
+                                      upstream_attempt_timeout_seconds=2.0)
+        with TestClient(create_app(settings)) as client:
+            client.get("/health")
             began = time.monotonic()
-            await asyncio.sleep(0.2)
-            response = await upstreams.apps[host].handle_async_request(request)
-            spans[host] = (began, time.monotonic())
-            return response
-        return handler
-
-    upstreams.always = {"prod.api": slow("prod.api"), "coupon.api": slow("coupon.api")}
-    response = front_client.get("/product-detail/1")
+            response = client.get("/product-detail/1")
+            elapsed = time.monotonic() - began
+    finally:
+        slow.close()
     assert response.status_code == 200
-    (prod_start, prod_end), (coupon_start, coupon_end) = spans["prod.api"], spans["coupon.api"]
-    assert prod_start < coupon_end
-    assert coupon_start < prod_end
+    assert 0.3 <= elapsed < 0.55
 
 
 def test_unknown_product_is_404(front_client: TestClient) -> None:
@@ -102,7 +84,7 @@ def test_unknown_product_is_404(front_client: TestClient) -> None:
     assert response.json()["error"]["message"] == "product 77 does not exist"
 
 
-@pytest.mark.parametrize("raw", ["abc", "0", "-1", "1.5", "9" * 30])
+@pytest.mark.parametrize("raw", ["abc", "0", "-1", "1.5", "01", "+1", "9" * 30])
 def test_invalid_product_number_is_400_without_upstream_calls(
         front_client: TestClient, upstreams: Upstreams, raw: str) -> None:
     """Bad ids are refused by the front itself."""
@@ -115,62 +97,88 @@ def test_request_id_is_forwarded_to_both_upstreams(front_client: TestClient,
     """The front's request id (given or generated) goes to prod and coupon."""
     front_client.get("/product-detail/2", headers={"X-Request-ID": "trace-42"})
     assert [r.headers["x-request-id"] for r in upstreams.requests] == ["trace-42", "trace-42"]
-    upstreams.requests.clear()
+    upstreams.prod.requests.clear()
+    upstreams.coupon.requests.clear()
     generated = front_client.get("/product-detail/2").headers["x-request-id"]
     assert {r.headers["x-request-id"] for r in upstreams.requests} == {generated}
 
 
-def test_retry_after_dropped_connection(front_client: TestClient, upstreams: Upstreams) -> None:
-    """A pooled connection closed by a stopping replica is retried: the user sees a 200."""
-    upstreams.faults["prod.api"] = [dropped]
-    upstreams.faults["coupon.api"] = [refused]
+def test_broken_connection_is_retried(front_client: TestClient, upstreams: Upstreams) -> None:
+    """A connection a stopping replica closes without an answer costs a retry, not an error:
+    aiohttp sends an idempotent GET again once by itself, and the front's own retry follows
+    if that fails too."""
+    upstreams.prod.faults = [closes_after_request, closes_after_request]
+    upstreams.coupon.faults = [resets_after_request]
     response = front_client.get("/product-detail/2")
     assert response.status_code == 200
     assert response.json()["couponsAvailable"] is True
-    assert upstreams.calls_to("prod.api") == 2
-    assert upstreams.calls_to("coupon.api") == 2
+    assert upstreams.prod.connections == 3  # aiohttp's two tries, then the front's retry
+    assert upstreams.coupon.connections == 2  # aiohttp's own retry was enough
     assert counter(front_client, "shop_upstream_retries_total", upstream="prod") == 1
+    assert counter(front_client, "shop_upstream_retries_total", upstream="coupon") == 0
 
 
 def test_retries_are_bounded(front_client: TestClient, upstreams: Upstreams) -> None:
-    """A product service that keeps refusing gets 1 + 2 attempts, then the user gets a 503."""
-    upstreams.always["prod.api"] = refused
+    """A product service that keeps refusing gets 1 + 2 tries, then the user gets a 503."""
+    upstreams.refuse("prod")
     response = front_client.get("/product-detail/2")
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "upstream_unavailable"
-    assert upstreams.calls_to("prod.api") == 3
+    assert counter(front_client, "shop_upstream_errors_total", upstream="prod",
+                   kind="connect") == 3
+
+
+@pytest.fixture
+def short_tries_client(upstreams: Upstreams) -> Iterator[TestClient]:
+    """The front with 0.15 s per try inside its 0.5 s budget."""
+    settings = front_settings_for(upstreams, upstream_attempt_timeout_seconds=0.15)
+    with TestClient(create_app(settings)) as client:
+        yield client
+
+
+def test_hung_try_is_retried_within_the_budget(short_tries_client: TestClient,
+                                              upstreams: Upstreams) -> None:
+    """A replica that hangs costs one try's timeout (0.15 s here); the next try answers."""
+    upstreams.prod.faults = [never_answers]
+    began = time.monotonic()
+    response = short_tries_client.get("/product-detail/2")
+    elapsed = time.monotonic() - began
+    assert response.status_code == 200
+    assert 0.15 <= elapsed < 0.45
+    assert counter(short_tries_client, "shop_upstream_errors_total", upstream="prod",
+                   kind="timeout") == 1
 
 
 def test_prod_timeout_is_504_within_budget(front_client: TestClient,
                                            upstreams: Upstreams) -> None:
-    """A product service that never answers costs the total timeout (0.5 s here), then 504."""
-    upstreams.always["prod.api"] = hangs
+    """A product service that never answers costs the whole budget at most (0.5 s), then 504."""
+    upstreams.prod.always = never_answers
     began = time.monotonic()
     response = front_client.get("/product-detail/2")
     elapsed = time.monotonic() - began
     assert response.status_code == 504
     assert response.json()["error"]["code"] == "upstream_timeout"
-    assert 0.45 < elapsed < 1.0
+    assert 0.45 < elapsed < 0.8
 
 
 def test_prod_5xx_is_retried_once_then_502(front_client: TestClient,
                                            upstreams: Upstreams) -> None:
     """A 500 from the product service is retried once, then reported as 502."""
-    upstreams.always["prod.api"] = answers(500, b'{"error": "boom"}')
+    upstreams.prod.always = answers(500, b'{"error": "boom"}')
     response = front_client.get("/product-detail/2")
     assert response.status_code == 502
-    assert upstreams.calls_to("prod.api") == 2
+    assert upstreams.prod.connections == 2
 
 
 def test_prod_503_is_503(front_client: TestClient, upstreams: Upstreams) -> None:
     """A product service that says it is unavailable makes the front say so too."""
-    upstreams.always["prod.api"] = answers(503)
+    upstreams.prod.always = answers(503, b"")
     assert front_client.get("/product-detail/2").status_code == 503
 
 
 def test_prod_5xx_then_recovery(front_client: TestClient, upstreams: Upstreams) -> None:
     """One 503 followed by a good answer is invisible to the user."""
-    upstreams.faults["prod.api"] = [answers(503)]
+    upstreams.prod.faults = [answers(503, b"")]
     assert front_client.get("/product-detail/2").status_code == 200
 
 
@@ -180,7 +188,7 @@ def test_prod_5xx_then_recovery(front_client: TestClient, upstreams: Upstreams) 
 def test_prod_garbage_is_502(front_client: TestClient, upstreams: Upstreams,
                              body: bytes) -> None:
     """A product body that is not a valid product is a 502, never a 404 or a 500."""
-    upstreams.always["prod.api"] = answers(200, body)
+    upstreams.prod.always = answers(200, body)
     response = front_client.get("/product-detail/2")
     assert response.status_code == 502
     assert response.json()["error"]["code"] == "bad_upstream_response"
@@ -188,17 +196,20 @@ def test_prod_garbage_is_502(front_client: TestClient, upstreams: Upstreams,
 
 def test_prod_4xx_is_not_retried(front_client: TestClient, upstreams: Upstreams) -> None:
     """A 4xx from the product service is an answer, not a failure to retry."""
-    upstreams.always["prod.api"] = answers(400)
+    upstreams.prod.always = answers(400, b"{}")
     assert front_client.get("/product-detail/2").status_code == 502
-    assert upstreams.calls_to("prod.api") == 1
+    assert upstreams.prod.connections == 1
 
 
-@pytest.mark.parametrize("fault", [refused, hangs, answers(500), answers(200, b"nope")],
-                         ids=["refused", "timeout", "500", "garbage"])
+@pytest.mark.parametrize("fault", ["refused", "timeout", "500", "garbage"])
 def test_coupon_outage_degrades(front_client: TestClient, upstreams: Upstreams,
-                                fault: "object") -> None:
+                                fault: str) -> None:
     """Without coupons the front still answers 200, says so, and prices at the plain price."""
-    upstreams.always["coupon.api"] = fault  # type: ignore[assignment]
+    if fault == "refused":
+        upstreams.refuse("coupon")
+    else:
+        upstreams.coupon.always = {"timeout": never_answers, "500": answers(500, b"{}"),
+                                   "garbage": answers(200, b"nope")}[fault]
     response = front_client.get("/product-detail/2")
     assert response.status_code == 200
     body = response.json()
@@ -209,14 +220,17 @@ def test_coupon_outage_degrades(front_client: TestClient, upstreams: Upstreams,
     assert counter(front_client, "shop_degraded_responses_total", missing="coupons") == 1
 
 
-def test_upstream_calls_are_logged(front_client: TestClient, upstreams: Upstreams,
+def test_upstream_calls_are_logged(short_tries_client: TestClient, upstreams: Upstreams,
                                    capsys: pytest.CaptureFixture[str]) -> None:
-    """Each upstream attempt is a JSON line with timing, attempt number and outcome."""
-    upstreams.faults["prod.api"] = [refused]
+    """Each upstream try is a JSON line with timing, try number and outcome, and every line
+    of the request carries its request id."""
+    upstreams.prod.faults = [never_answers]
     capsys.readouterr()
-    front_client.get("/product-detail/1", headers={"X-Request-ID": "logged"})
+    short_tries_client.get("/product-detail/1", headers={"X-Request-ID": "logged"})
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     calls = [(line["upstream"], line["attempt"], line["outcome"])
              for line in lines if line["event"] == "upstream"]
-    assert sorted(calls) == [("coupon", 1, "ok"), ("prod", 1, "connect"), ("prod", 2, "ok")]
-    assert all(line["request_id"] == "logged" for line in lines if line["event"] != "log")
+    assert sorted(calls) == [("coupon", 1, "ok"), ("prod", 1, "timeout"), ("prod", 2, "ok")]
+    front_lines = [line for line in lines if line["service"] == "front"]
+    assert {line["request_id"] for line in front_lines} == {"logged"}
+    assert [line["event"] for line in front_lines][-1] == "request"

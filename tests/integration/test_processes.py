@@ -17,11 +17,12 @@ pytestmark = pytest.mark.integration
 StartService = Callable[..., Process]
 
 
-def start_shop(start_service: StartService, **prod_env: str) -> tuple[Process, Process, Process]:
+def start_shop(start_service: StartService, front_env: dict[str, str] | None = None,
+               **prod_env: str) -> tuple[Process, Process, Process]:
     prod = start_service("prod_service", **prod_env)
     coupon = start_service("coupon_service")
     front = start_service("front_service", SHOP_PROD_API_URL=prod.url,
-                          SHOP_COUPON_API_URL=coupon.url)
+                          SHOP_COUPON_API_URL=coupon.url, **(front_env or {}))
     return prod, coupon, front
 
 
@@ -83,7 +84,11 @@ def test_sigterm_drains_then_exits_0(start_service: StartService) -> None:
     """SIGTERM to prod: /health turns 503, requests before and during the drain all succeed,
     slow ones in flight finish, and the process exits 0 soon after the drain period."""
     drain, latency = 2.0, 0.4
-    prod, _, front = start_shop(start_service, SHOP_DRAIN_SECONDS=str(drain),
+    # A product service this slow would be a hung replica to the front's default per-try
+    # timeout: the front waits for it here, so that the drain is what is tested.
+    patient_front = {"SHOP_UPSTREAM_ATTEMPT_TIMEOUT_SECONDS": "2",
+                     "SHOP_UPSTREAM_TIMEOUT_SECONDS": "2"}
+    prod, _, front = start_shop(start_service, patient_front, SHOP_DRAIN_SECONDS=str(drain),
                                 SHOP_GRACEFUL_TIMEOUT_SECONDS="5",
                                 SHOP_SIMULATED_LATENCY_MS=str(int(latency * 1000)))
 

@@ -4,10 +4,9 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
-from upstreams import Upstreams
+from upstreams import Upstreams, front_settings_for
 
 from front_service.app import create_app as create_front_app
-from front_service.settings import FrontSettings
 from prod_service.app import create_app as create_prod_app
 from prod_service.settings import ProdSettings
 
@@ -88,8 +87,8 @@ def test_distinct_bad_paths_do_not_grow_series(prod_settings: ProdSettings) -> N
 @pytest.mark.parametrize("release", ["1", "2"])
 def test_release_label_follows_the_setting(upstreams: Upstreams, release: str) -> None:
     """The build info gauge and X-Release follow the release setting of each app."""
-    settings = FrontSettings(instance="front-m", release=release)
-    with TestClient(create_front_app(settings, transport=upstreams)) as client:
+    settings = front_settings_for(upstreams, instance="front-m", release=release)
+    with TestClient(create_front_app(settings)) as client:
         client.get("/product-detail/1")
         assert sample(client, "shop_build_info", service="front", release=release) == 1
         assert sample(client, "shop_http_requests_total", route="/product-detail/{prodNo}",

@@ -8,7 +8,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import pytest
+import respx
 import uvicorn
 
 from shop_tools.probe import (
@@ -20,26 +22,33 @@ from shop_tools.probe import (
     start_probe,
 )
 
+# Most answers come from respx, which stands in for the network under httpx; a real uvicorn
+# serves the tests about connections (one per request) and the refused and reset ones use real
+# sockets, since how those surface depends on the socket, not on httpx.
+TARGET = "http://127.0.0.1:8080/product-detail/2"
+
+
+def shop_answer(status: int = 200, release: str = "1", body: bytes = b'{"status":"OK"}',
+                content_type: str = "application/json") -> httpx.Response:
+    return httpx.Response(status, content=body, headers={
+        "content-type": content_type, "x-release": release, "x-instance": "mocked"})
+
 
 @dataclass
 class TinyApp:
-    """An ASGI app that answers like a shop service: X-Release/X-Instance, failures on demand."""
+    """An ASGI app that answers like a shop service (X-Release, X-Instance) and notes the
+    client port of every request."""
 
     release: str = "1"
-    fail: bool = False
-    slow_seconds: float = 1.0
     client_ports: list[int] = field(default_factory=list)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         assert scope["type"] == "http"
         self.client_ports.append(scope["client"][1])
-        if scope["path"] == "/slow":
-            await asyncio.sleep(self.slow_seconds)
-        status = 500 if self.fail else 200
         await send(
             {
                 "type": "http.response.start",
-                "status": status,
+                "status": 200,
                 "headers": [
                     (b"content-type", b"application/json"),
                     (b"x-release", self.release.encode()),
@@ -89,7 +98,7 @@ def tiny_server() -> Iterator[tuple[str, TinyApp]]:
 def server(tiny_server: tuple[str, TinyApp]) -> tuple[str, TinyApp]:
     """The shared tiny server with its app reset to healthy release 1."""
     base, app = tiny_server
-    app.release, app.fail = "1", False
+    app.release = "1"
     app.client_ports.clear()
     return base, app
 
@@ -168,12 +177,12 @@ def test_run_is_bounded_and_prints_one_line_per_second(server):
     assert sum(entry["completed"] for entry in report.timeline) == report.total
 
 
-def test_status_errors_are_failures_by_code(server):
+@respx.mock
+def test_status_errors_are_failures_by_code():
     """A 500 answer counts as failure kind status_500, with the probe's request id kept."""
-    base, app = server
-    app.fail = True
+    respx.get(TARGET).mock(return_value=shop_answer(500, body=b'{"error": {}}'))
 
-    report = run_probe(base + "/", rate=20, duration=0.25, progress=None)
+    report = run_probe(TARGET, rate=20, duration=0.25, progress=None)
 
     assert report.total == 5
     assert report.ok == 0
@@ -183,26 +192,26 @@ def test_status_errors_are_failures_by_code(server):
     assert report.failure_samples[0]["request_id"].startswith("probe-")
 
 
-def test_answers_and_failures_carry_when_they_were_sent(server):
+@respx.mock
+def test_answers_and_failures_carry_when_they_were_sent():
     """Each answered request keeps its send time and latency, so a percentile can be taken
     over any window of the run; failure samples keep when they were sent and ended."""
-    base, app = server
+    respx.get(TARGET).mock(return_value=shop_answer())
     before = time.monotonic()
 
-    report = run_probe(base + "/", rate=20, duration=0.5, progress=None)
+    report = run_probe(TARGET, rate=20, duration=0.5, progress=None)
 
     assert before <= report.started_at <= time.monotonic()
     assert len(report.answers) == report.total == 10
     sent = [at for at, _ in report.answers]
     assert all(0 <= at < 0.6 for at in sent)
-    whole = report.latency_percentile(0.99, 0, 1)
-    assert whole == max(ms for _, ms in report.answers)
+    assert report.latency_percentile(0.99, 0, 1) == max(ms for _, ms in report.answers)
     first_half = [ms for at, ms in report.answers if at < 0.25]
     assert report.latency_percentile(1.0, 0, 0.25) == max(first_half)
     assert report.latency_percentile(0.5, 5, 6) is None
 
-    app.fail = True
-    failed = run_probe(base + "/", rate=20, duration=0.1, progress=None)
+    respx.get(TARGET).mock(return_value=shop_answer(500, body=b'{"error": {}}'))
+    failed = run_probe(TARGET, rate=20, duration=0.1, progress=None)
     sample = failed.failure_samples[0]
     assert 0 <= sample["sent_at"] <= sample["ended_at"] < 1
 
@@ -217,14 +226,49 @@ def test_refused_connections_are_connect_failures(closed_port):
     assert report.latencies["p50"] is None
 
 
-def test_slow_answers_are_timeouts(server):
+@respx.mock
+def test_slow_answers_are_timeouts():
     """An answer slower than the timeout is a 'timeout' failure and does not stretch the run."""
-    base, _ = server
+    async def slow(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(1.0)
+        return shop_answer()
 
-    report = run_probe(base + "/slow", rate=10, duration=0.2, timeout=0.2, progress=None)
+    respx.get(TARGET).mock(side_effect=slow)
+
+    report = run_probe(TARGET, rate=10, duration=0.2, timeout=0.2, progress=None)
 
     assert report.failures == {"timeout": 2}
     assert report.elapsed < 0.9
+
+
+@respx.mock
+def test_timeouts_raised_by_httpx_are_timeouts():
+    """httpx's own timeouts (connect, read) count as 'timeout' too, not as resets."""
+    respx.get(TARGET).mock(side_effect=[httpx.ConnectTimeout("connect"),
+                                        httpx.ReadTimeout("read")])
+
+    report = run_probe(TARGET, rate=10, duration=0.2, progress=None)
+
+    assert report.failures == {"timeout": 2}
+
+
+@pytest.mark.parametrize(("body", "content_type"), [
+    (b"<html>502 Bad Gateway</html>", "text/html"),
+    (b'{"prod": {"prodNo": 2', "application/json"),
+    (b"", "application/json"),
+    (b"\xff\xfe", "application/json"),
+], ids=["proxy page", "cut off", "empty", "not UTF-8"])
+@respx.mock
+def test_success_status_with_a_wrong_body_is_a_failure(body: bytes, content_type: str):
+    """A 2xx whose body is not JSON (a proxy's page, a cut-off answer) is a 'bad_body'
+    failure, not a success."""
+    respx.get(TARGET).mock(return_value=shop_answer(200, body=body, content_type=content_type))
+
+    report = run_probe(TARGET, rate=20, duration=0.1, progress=None)
+
+    assert report.failures == {"bad_body": 2}
+    assert report.ok == 0
+    assert report.failure_samples[0]["request_id"].startswith("probe-")
 
 
 def test_reset_connections_are_reset_failures(resetting_port):
@@ -235,12 +279,14 @@ def test_reset_connections_are_reset_failures(resetting_port):
     assert report.failures == {"reset": 4}
 
 
-def test_background_probe_sees_release_switch_and_stops_early(server):
+@respx.mock
+def test_background_probe_sees_release_switch_and_stops_early():
     """start_probe runs while the release changes; stop_and_wait ends it early with both seen."""
-    base, app = server
-    handle = start_probe(base + "/", rate=50, duration=10, progress=None)
+    release = ["1"]
+    respx.get(TARGET).mock(side_effect=lambda request: shop_answer(release=release[0]))
+    handle = start_probe(TARGET, rate=50, duration=10, progress=None)
     wait_until(lambda: handle.completed >= 5)
-    app.release = "2"
+    release[0] = "2"
     switched_at = handle.completed
     wait_until(lambda: handle.completed >= switched_at + 5)
 
@@ -269,20 +315,21 @@ def test_stop_event_ends_run_probe(server):
     assert report.elapsed < 1
 
 
-def test_cli_exit_status_and_json_report(server, tmp_path, capsys):
+@respx.mock
+def test_cli_exit_status_and_json_report(tmp_path, capsys):
     """main() exits 0 when all succeed and 1 when any fail, and writes the JSON report."""
-    base, app = server
+    route = respx.get(TARGET).mock(return_value=shop_answer())
     out = tmp_path / "probe.json"
 
-    assert main([base + "/", "--rate", "20", "--duration", "0.2", "--json", str(out)]) == 0
+    assert main([TARGET, "--rate", "20", "--duration", "0.2", "--json", str(out)]) == 0
     data = json.loads(out.read_text())
     assert data["total"] == 4
     assert data["failed"] == 0
     assert data["releases"] == {"1": 4}
     assert data["release_windows"] == [{"start": 0, "end": 5, "releases": {"1": 4}}]
 
-    app.fail = True
-    assert main([base + "/", "--rate", "20", "--duration", "0.2", "--quiet"]) == 1
+    route.mock(return_value=shop_answer(500))
+    assert main([TARGET, "--rate", "20", "--duration", "0.2", "--quiet"]) == 1
     assert "failures: status_500=4" in capsys.readouterr().out
 
 
