@@ -3,7 +3,9 @@
 #
 #   make networks                      overlay networks backend + frontend
 #   make build                         images :1 and :2 of the three services
-#   make deploy                        the three stacks at IMG_TAG=1
+#   make push REGISTRY=host:port       tag and push them (and the edge image) to a registry
+#   make deploy                        the three stacks at IMG_TAG=1 (REGISTRY=host:port:
+#                                      from that registry, image digests pinned)
 #   make status                        stacks, services, the front's tasks
 #   make scale REPLICAS=4              front to 4 replicas (make scale REPLICAS=2: back)
 #   make update                        rolling update of the front to IMG_TAG=2
@@ -11,8 +13,10 @@
 #   make rollback                      back to the previous spec of the front (SERVICE=...)
 #   make down                          remove the stacks, then the networks
 #
-#   make cluster-up                    a three-node swarm on this machine (scripts/cluster.sh)
-#   make cluster-deploy                the stacks on it (IMG_TAG), edge on 127.0.0.1:18081-18083
+#   make cluster-up                    a three-node swarm on this machine (scripts/cluster.sh),
+#                                      with an image registry on its manager
+#   make cluster-deploy                push to that registry, deploy the stacks from it
+#                                      (IMG_TAG), edge on 127.0.0.1:18081-18083
 #   make cluster-status / cluster-down
 #   make test-cluster                  the node-loss test (pytest -m cluster)
 #
@@ -22,13 +26,19 @@
 # BASE_IMAGE=shop/python-base:bookworm to `make build`.
 # Builds that must not reach a package index: `make wheels` first (see scripts/wheelhouse.sh).
 #
+# A swarm of several machines: every node pulls the images from a registry. `make build`,
+# `make push REGISTRY=host:port`, then add REGISTRY=host:port to deploy, update and scale:
+# the images are then REGISTRY/SHOP_NAMESPACE/<service>-service and REGISTRY/EDGE_IMAGE.
+#
 # Variables (environment or command line): DOCKER, SHOP_NAMESPACE, BASE_IMAGE, IMG_TAG,
-# REPLICAS, SERVICE, NO_IPVS, EDGE_PORT, EDGE_IMAGE.
+# RELEASES, REGISTRY, REPLICAS, SERVICE, NO_IPVS, EDGE_PORT, EDGE_IMAGE.
 
 DOCKER         ?= docker
 SHOP_NAMESPACE ?= shop
 BASE_IMAGE     ?= python:3.12-slim
 IMG_TAG        ?= 1
+RELEASES       ?= 1 2
+REGISTRY       ?=
 REPLICAS       ?= 2
 SERVICE        ?= front
 NO_IPVS        ?= 0
@@ -37,11 +47,23 @@ EDGE_IMAGE     ?= shop/edge-haproxy:bookworm
 REVISION       ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 VERSION        ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 
+ifneq ($(REGISTRY),)
+# Images from a registry: swarm asks it for each image's digest and pins the service to it,
+# so every node runs the same bytes, and a tag pushed again later cannot change what a
+# rollback goes back to. A registry that needs a login: `docker login` here, and the nodes
+# get the credentials with the service (--with-registry-auth).
+IMAGE_NAMESPACE := $(REGISTRY)/$(SHOP_NAMESPACE)
+STACK_EDGE_IMAGE := $(REGISTRY)/$(EDGE_IMAGE)
+DEPLOY = $(DOCKER) stack deploy --resolve-image always --with-registry-auth
+else
 # Locally built images have no registry digest to pin: don't ask a registry for one.
+IMAGE_NAMESPACE := $(SHOP_NAMESPACE)
+STACK_EDGE_IMAGE := $(EDGE_IMAGE)
 DEPLOY = $(DOCKER) stack deploy --resolve-image never
+endif
 
 # Spelled out on each deploy line, so that the printed command is the whole command.
-STACK_ENV = SHOP_NAMESPACE=$(SHOP_NAMESPACE) IMG_TAG=$(IMG_TAG) REPLICAS=$(REPLICAS)
+STACK_ENV = SHOP_NAMESPACE=$(IMAGE_NAMESPACE) IMG_TAG=$(IMG_TAG) REPLICAS=$(REPLICAS)
 
 SERVICES := prod coupon front
 
@@ -58,7 +80,7 @@ endif
 BUILD = $(DOCKER) build -f docker/Dockerfile --build-arg BASE_IMAGE=$(BASE_IMAGE) \
 	--build-arg VERSION=$(VERSION) --build-arg REVISION=$(REVISION)
 
-.PHONY: help base-images wheels networks build deploy deploy-edge status scale update \
+.PHONY: help base-images wheels networks build push deploy deploy-edge status scale update \
 	rollback down cluster-up cluster-deploy cluster-status cluster-down test-cluster
 
 help:
@@ -75,11 +97,22 @@ networks:
 
 # Release 1 and release 2 of every service from this one tree; :latest is release 2.
 build:
-	$(foreach svc,$(SERVICES),$(foreach rel,1 2,\
+	$(foreach svc,$(SERVICES),$(foreach rel,$(RELEASES),\
 	$(BUILD) --target $(svc)-service --build-arg RELEASE=$(rel) \
 		-t $(SHOP_NAMESPACE)/$(svc)-service:$(rel) .$(newline)))
-	$(foreach svc,$(SERVICES),\
-	$(DOCKER) tag $(SHOP_NAMESPACE)/$(svc)-service:2 $(SHOP_NAMESPACE)/$(svc)-service:latest$(newline))
+	$(if $(filter 2,$(RELEASES)),$(foreach svc,$(SERVICES),\
+	$(DOCKER) tag $(SHOP_NAMESPACE)/$(svc)-service:2 $(SHOP_NAMESPACE)/$(svc)-service:latest$(newline)))
+
+# The releases of every service and the edge image, under the registry's name.
+push:
+ifeq ($(REGISTRY),)
+	$(error make push needs REGISTRY=host:port)
+endif
+	$(foreach svc,$(SERVICES),$(foreach rel,$(RELEASES),\
+	$(DOCKER) tag $(SHOP_NAMESPACE)/$(svc)-service:$(rel) $(IMAGE_NAMESPACE)/$(svc)-service:$(rel)$(newline)\
+	$(DOCKER) push -q $(IMAGE_NAMESPACE)/$(svc)-service:$(rel)$(newline)))
+	$(DOCKER) tag $(EDGE_IMAGE) $(STACK_EDGE_IMAGE)
+	$(DOCKER) push -q $(STACK_EDGE_IMAGE)
 
 deploy: networks
 	$(STACK_ENV) $(DEPLOY) $(STACK_FILES_prod) prod
@@ -90,7 +123,7 @@ ifeq ($(NO_IPVS),1)
 endif
 
 deploy-edge:
-	EDGE_PORT=$(EDGE_PORT) EDGE_IMAGE=$(EDGE_IMAGE) $(DEPLOY) -c stacks/edge.yml edge
+	EDGE_PORT=$(EDGE_PORT) EDGE_IMAGE=$(STACK_EDGE_IMAGE) $(DEPLOY) -c stacks/edge.yml edge
 
 status:
 	$(DOCKER) stack ls

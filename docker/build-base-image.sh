@@ -8,13 +8,16 @@
 #                              docker build --build-arg BASE_IMAGE=shop/python-base:bookworm ...
 #   shop/edge-haproxy:bookworm Debian bookworm minbase + haproxy (2.6), the edge proxy used by
 #                              stacks/edge.yml on hosts without IPVS.
+#   shop/registry:bookworm     Debian bookworm minbase + docker-registry (2.8), the image
+#                              registry of the three-node lab (stacks/registry.yml, built on
+#                              demand by scripts/cluster.sh; not part of `all`).
 #
 # Each image is skipped when it already exists (FORCE=1 rebuilds). Needs root and debootstrap
 # (`apt-get install debootstrap`); takes about 45 s per image.
 #
-# Usage: docker/build-base-image.sh [python|edge|all]   (default: all)
+# Usage: docker/build-base-image.sh [python|edge|registry|all]   (default: all = python + edge)
 # Env:   DOCKER (client, default docker), DEBIAN_MIRROR, DEBIAN_SUITE (bookworm),
-#        PYTHON_BASE_IMAGE, EDGE_IMAGE (names above), FORCE=1
+#        PYTHON_BASE_IMAGE, EDGE_IMAGE, REGISTRY_IMAGE (names above), FORCE=1
 set -euo pipefail
 
 DOCKER=${DOCKER:-docker}
@@ -22,6 +25,7 @@ SUITE=${DEBIAN_SUITE:-bookworm}
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 PYTHON_BASE_IMAGE=${PYTHON_BASE_IMAGE:-shop/python-base:$SUITE}
 EDGE_IMAGE=${EDGE_IMAGE:-shop/edge-haproxy:$SUITE}
+REGISTRY_IMAGE=${REGISTRY_IMAGE:-shop/registry:$SUITE}
 FORCE=${FORCE:-0}
 
 log() { printf '[build-base-image] %s\n' "$*" >&2; }
@@ -66,9 +70,21 @@ build_edge() {
         --change 'CMD ["haproxy", "-W", "-db", "-f", "/usr/local/etc/haproxy/haproxy.cfg"]'
 }
 
+# The package's own user (created by its postinst) owns /var/lib/docker-registry, the
+# storage root: a named volume mounted there starts with that owner, so the server needs no
+# root. The configuration comes from the stack (stacks/registry/config.yml).
+build_registry() {
+    build_rootfs_image "$REGISTRY_IMAGE" docker-registry \
+        --change 'USER docker-registry' \
+        --change 'EXPOSE 5000' \
+        --change 'VOLUME /var/lib/docker-registry' \
+        --change 'CMD ["docker-registry", "serve", "/etc/docker/registry/config.yml"]'
+}
+
 case "${1:-all}" in
     python) build_python ;;
     edge) build_edge ;;
+    registry) build_registry ;;
     all)
         # The two debootstraps are independent: run them side by side.
         build_python & py=$!
@@ -78,5 +94,5 @@ case "${1:-all}" in
         wait "$edge" || rc=1
         exit "$rc"
         ;;
-    *) echo "usage: $0 [python|edge|all]" >&2; exit 2 ;;
+    *) echo "usage: $0 [python|edge|registry|all]" >&2; exit 2 ;;
 esac

@@ -27,6 +27,7 @@ import math
 import secrets
 import sys
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -103,10 +104,20 @@ class ProbeReport:
     instances: Counter[str] = field(default_factory=Counter)
     timeline: list[dict[str, Any]] = field(default_factory=list)
     failure_samples: list[dict[str, Any]] = field(default_factory=list)
+    # When the probe started, on time.monotonic()'s clock: lines its seconds up with events
+    # the caller times itself (a node killed at a known moment).
+    started_at: float = 0.0
+    # (when it was sent, in s since the start; latency in ms) of every answered request.
+    answers: list[tuple[float, float]] = field(default_factory=list, repr=False)
 
     @property
     def failed(self) -> int:
         return sum(self.failures.values())
+
+    def latency_percentile(self, q: float, start: float, end: float) -> float | None:
+        """Percentile q (0..1) of the latencies, in ms, of the answered requests sent between
+        `start` and `end` s after the probe's start; None when there are none."""
+        return percentile(sorted(ms for sent, ms in self.answers if start <= sent < end), q)
 
     def release_spans(self) -> dict[str, dict[str, int]]:
         """Per release: first and last second it was seen, and how many responses carried it."""
@@ -255,7 +266,9 @@ class _Recorder:
     def sent(self, now: float) -> None:
         self._second(now).sent += 1
 
-    def response(self, now: float, latency_ms: float, response: httpx.Response) -> None:
+    def response(self, started: float, now: float, response: httpx.Response) -> None:
+        latency_ms = (now - started) * 1000.0
+        self.report.answers.append((round(started - self.t0, 4), latency_ms))
         bucket = self._second(now)
         release = response.headers.get("x-release", _NO_HEADER)
         instance = response.headers.get("x-instance", _NO_HEADER)
@@ -269,26 +282,29 @@ class _Recorder:
         self.report.total += 1
         self.completed += 1
         if not response.is_success:
-            self._failed(bucket, now, f"status_{response.status_code}", response, "")
+            self._failed(bucket, started, now, f"status_{response.status_code}", response, "")
         elif not _is_json(response):
-            self._failed(bucket, now, "bad_body", response, "")
+            self._failed(bucket, started, now, "bad_body", response, "")
         else:
             bucket.ok += 1
             self.report.ok += 1
             if "x-degraded" in response.headers:
                 self.report.degraded += 1
 
-    def failure(self, now: float, kind: str, request_id: str, exc: BaseException) -> None:
+    def failure(
+        self, started: float, now: float, kind: str, request_id: str, exc: BaseException
+    ) -> None:
         bucket = self._second(now)
         bucket.completed += 1
         self.report.total += 1
         self.completed += 1
         detail = f"{type(exc).__name__}: {exc}".rstrip(": ")
-        self._failed(bucket, now, kind, None, detail, request_id)
+        self._failed(bucket, started, now, kind, None, detail, request_id)
 
     def _failed(
         self,
         bucket: _Second,
+        started: float,
         now: float,
         kind: str,
         response: httpx.Response | None,
@@ -304,6 +320,8 @@ class _Recorder:
             self.report.failure_samples.append(
                 {
                     "second": int(now - self.t0),
+                    "sent_at": round(started - self.t0, 3),
+                    "ended_at": round(now - self.t0, 3),
                     "kind": kind,
                     "request_id": request_id,
                     "detail": detail,
@@ -356,7 +374,11 @@ async def _probe(
 ) -> ProbeReport:
     loop = asyncio.get_running_loop()
     t0 = loop.time()
-    recorder = _Recorder(ProbeReport(url=url, rate=rate, duration=duration), t0, progress)
+    recorder = _Recorder(
+        ProbeReport(url=url, rate=rate, duration=duration, started_at=time.monotonic()),
+        t0,
+        progress,
+    )
     on_recorder(recorder)
     run_id = secrets.token_hex(3)
     in_flight: set[asyncio.Task[None]] = set()
@@ -371,16 +393,15 @@ async def _probe(
             async with asyncio.timeout(request_timeout):
                 response = await client.get(url, headers={"X-Request-ID": request_id})
         except (TimeoutError, httpx.TimeoutException) as exc:
-            recorder.failure(loop.time(), "timeout", request_id, exc)
+            recorder.failure(started, loop.time(), "timeout", request_id, exc)
         except httpx.ConnectError as exc:
-            recorder.failure(loop.time(), "connect", request_id, exc)
+            recorder.failure(started, loop.time(), "connect", request_id, exc)
         except httpx.TransportError as exc:
-            recorder.failure(loop.time(), "reset", request_id, exc)
+            recorder.failure(started, loop.time(), "reset", request_id, exc)
         except Exception as exc:  # an unexpected error is a failed request, not a crash
-            recorder.failure(loop.time(), "other", request_id, exc)
+            recorder.failure(started, loop.time(), "other", request_id, exc)
         else:
-            now = loop.time()
-            recorder.response(now, (now - started) * 1000.0, response)
+            recorder.response(started, loop.time(), response)
 
     async def ticker() -> None:
         second = 1

@@ -1,27 +1,33 @@
 """The shop on a three-node swarm on one machine (scripts/cluster.sh: Docker-in-Docker nodes),
-surviving the loss of a worker node.
+its images pulled from a registry on the cluster, surviving the loss of a worker node twice.
 
-1. The three stacks are deployed on the cluster for a kernel without IPVS (`make deploy
-   NO_IPVS=1` through scripts/cluster.sh deploy: dnsrr endpoints; the edge proxy runs on
-   every node, mode global, port 80 in host mode, which each node publishes on
-   127.0.0.1:1808N). Each service's two replicas run on different nodes (swarm's default
-   spread), and every front task reaches every prod and coupon task, on its own node or
-   another, through the overlay aliases prod.api and coupon.api.
-2. Under two probes (20 requests/s through the manager's port, 10/s through the surviving
-   worker's), the worker with a front task and the most shop tasks is killed (SIGKILL to
-   its container: the node dies without warning). Swarm marks it Down and starts its tasks
-   on the remaining nodes; the time to Down, to the first replacement and to full replica
-   counts is measured. Requests that were inside the dead node when it died cannot be
-   answered: failures within LOSS_WINDOW s of the kill are counted, reported and bounded
-   (at most one second's worth of requests); any failure outside that window fails the test.
-3. The node's container is started again: the node rejoins, is Ready, runs its edge task
-   again and answers on its own port, with the probes still running.
-4. `scripts/cluster.sh down` removes the cluster; the images the test built are removed.
+1. `scripts/cluster.sh up` makes the nodes and runs the lab registry on the manager (Debian's
+   docker-registry, TLS with a CA the lab makes); `scripts/cluster.sh push` pushes the
+   release 2 images and the edge image there from this host (`make push REGISTRY=...`), and
+   `scripts/cluster.sh deploy` deploys the stacks from it (`make deploy NO_IPVS=1
+   REGISTRY=...`: --resolve-image always, dnsrr endpoints, the edge on every node's port 80,
+   which each node publishes on 127.0.0.1:1808N). Every service runs the registry's image
+   pinned by digest, and every node that runs a task pulled that image from the registry.
+2. Each service's two replicas run on different nodes (swarm's default spread), and every
+   front task reaches every prod and coupon task, on its own node or another, through the
+   overlay aliases prod.api and coupon.api.
+3. Under two probes (20 requests/s through node1's port, 10/s through node2's), node3 is
+   killed (SIGKILL to its container: the node dies without warning). Swarm marks it Down and
+   starts its tasks on the other nodes; then node3 is started again and rejoins. Its unused
+   images are removed (a wiped disk), and node2 is killed with the probe through node1 only:
+   its tasks land on node1 and node3, which pull what they lack from the registry; node2 is
+   started again. Every request must succeed: the edge gives each try 1 s and retries on
+   another front, the front gives up on a dead upstream and tries another (the README's
+   latency budget). Printed per kill: failures (when they were sent, relative to the kill,
+   and their kind), p99 in the 10 s after the kill, time to Down, to full replicas, to
+   rejoin, and the pulls it took.
+4. `scripts/cluster.sh down` removes the cluster and the lab CA it gave the host's engine;
+   the images the test built are removed.
 
-This is the whole scenario, and it is what CI runs: about 2-2.5 minutes, plus the node
-image build when it is not cached (docker/node-image.sh, 1.5-2 minutes) on a 2-core machine.
-Each step's timings, the probe reports and the cluster's peak memory are printed as the
-test runs (`[cluster] step=...` lines).
+This is the whole scenario, and it is what CI runs: about 2.5-3 minutes, plus the node and
+registry images when they are not cached (docker/node-image.sh, docker/build-base-image.sh
+registry: about 1 minute each) on a 2-core machine. Each step's timings, the probe reports
+and the cluster's peak memory are printed as the test runs (`[cluster] step=...` lines).
 
     CI=true .venv/bin/python -m pytest -m cluster -p no:cacheprovider
 
@@ -31,7 +37,8 @@ machine waits for it instead of pulling the nodes from under it.
 Env: DOCKER (client; default /usr/bin/docker), SHOP_CLUSTER_NAMESPACE (image namespace the
 test builds and removes; default shoplab), SHOP_BASE_IMAGE, EDGE_IMAGE,
 SHOP_CLUSTER_KEEP=1 (leave the cluster up for a look afterwards; `scripts/cluster.sh down`
-removes it), SHOP_CLUSTER_REPORT=FILE (the figures as JSON), SHOP_LAB_PORT_BASE (18080).
+removes it), SHOP_CLUSTER_REPORT=FILE (the figures as JSON), SHOP_LAB_PORT_BASE (18080),
+SHOP_LAB_HEARTBEAT (swarm's dispatcher heartbeat in the lab; default 5s, swarm's own).
 With CI=true a missing Docker fails instead of skipping.
 """
 
@@ -42,7 +49,9 @@ import fcntl
 import functools
 import json
 import os
+import re
 import shutil
+import ssl
 import subprocess
 import threading
 import time
@@ -56,7 +65,7 @@ import pytest
 import steps
 from steps import missing_docker, timed_step
 
-from shop_tools.probe import ProbeHandle, ProbeReport, start_probe
+from shop_tools.probe import ProbeReport, start_probe
 
 pytestmark = pytest.mark.cluster
 
@@ -78,16 +87,13 @@ LOCAL_BASE = "shop/python-base:bookworm"
 OFFICIAL_BASE = "python:3.12-slim"
 LOCAL_EDGE = "shop/edge-haproxy:bookworm"
 EDGE_IMAGE = os.environ.get("EDGE_IMAGE", LOCAL_EDGE)
-MAIN_RATE = 20.0  # requests/s through the manager's port
-SIDE_RATE = 10.0  # requests/s through the surviving worker's port
-# A node killed without warning takes with it the requests it was serving: a request already
-# inside a task on the dead node (or in an upstream call to one) gets no answer, and the
-# probe gives up after its 2 s timeout. Those failures land within the probe timeout plus the
-# edges' detection time (health checks every 1 s, 2 failures) after the kill; the test
-# counts and reports them, allows at most one second's worth of requests there, and
-# allows no failure at all outside that window (rescheduling, recovery, the node's return).
-LOSS_WINDOW = 5.0  # s after the kill
-PROBE_LIMIT = 300.0  # s: each probe stops by itself after this whatever happens
+MAIN_RATE = 20.0  # requests/s through node1's port (the manager, never killed)
+SIDE_RATE = 10.0  # requests/s through node2's port while node3 is the one killed
+# The probes give each request 2 s (a client's patience); the README's latency budget keeps
+# every request that enters through a live node inside it, even one that was in flight to a
+# task on the node that died. The figures of "the kill window" cover the 10 s after a kill.
+KILL_WINDOW = 10.0  # s
+PROBE_LIMIT = 420.0  # s: each probe stops by itself after this whatever happens
 TIMEOUT = 120.0  # s: the longest any single wait may take
 KEEP = os.environ.get("SHOP_CLUSTER_KEEP") == "1"
 LOCK_TIMEOUT = 900.0  # s to wait for another cluster run on this machine
@@ -122,12 +128,6 @@ def docker_binary() -> str | None:
 
 
 wait_for = functools.partial(steps.wait_for, timeout=TIMEOUT)
-
-
-def expected_image(service: str) -> str:
-    if service == EDGE:
-        return EDGE_IMAGE
-    return f"{NAMESPACE}/{service.removesuffix('_app')}-service:{TAG}"
 
 
 def node_port(n: int) -> int:
@@ -240,6 +240,13 @@ class Lab:
     sampler: MemorySampler | None = None
     started: float = field(default_factory=time.monotonic)
     state_dir: str = ""  # scripts/cluster.sh's directory of node sockets
+    registry: str = ""  # the lab registry's address, host:port
+
+    def expected_image(self, service: str) -> str:
+        """The image a service's spec names, without its digest."""
+        if service == EDGE:
+            return f"{self.registry}/{EDGE_IMAGE}"
+        return f"{self.registry}/{NAMESPACE}/{service.removesuffix('_app')}-service:{TAG}"
 
     # -- commands ---------------------------------------------------------------------
     def docker(self, *args: str, node: int | None = None, check: bool = True,
@@ -276,7 +283,7 @@ class Lab:
             "SHOP_LAB_LOCK_HELD": "1",  # the lab fixture holds scripts/cluster.sh's lock
             "SHOP_NAMESPACE": NAMESPACE,
             "EDGE_IMAGE": EDGE_IMAGE,
-            "SHOP_LAB_IMAGES": " ".join([*(self.image(s) for s in SERVICES), EDGE_IMAGE]),
+            "RELEASES": TAG,  # the test builds (and pushes) release TAG only
         })
 
     def image(self, service: str) -> str:
@@ -320,7 +327,7 @@ class Lab:
         """Every app has REPLICAS running tasks and the edge one per node, all on `live`, all
         of the deployed image, and no other task meant to run (e.g. an update under way)."""
         wanted = [t for t in (self.tasks() if tasks is None else tasks) if t.node in live]
-        if any(t.image != expected_image(t.service) for t in wanted):
+        if any(t.image != self.expected_image(t.service) for t in wanted):
             return False
         running = [t for t in wanted if t.state == "running"]
         per_app = {app: sum(t.service == app for t in running) for app in APPS}
@@ -329,6 +336,77 @@ class Lab:
 
     def inspect_tasks(self, ids: list[str]) -> list[dict[str, Any]]:
         return json.loads(self.manager("inspect", *ids))
+
+    # -- images -----------------------------------------------------------------------
+    def spec_images(self) -> dict[str, str]:
+        """service -> the image its spec names (with the digest swarm pinned, if any)."""
+        return {name: self.manager("service", "inspect", "--format",
+                                   "{{.Spec.TaskTemplate.ContainerSpec.Image}}", name)
+                for name in (*APPS, EDGE)}
+
+    def registry_digest(self, image: str) -> str:
+        """The digest the lab registry serves for `host:port/repo:tag` (its API, over TLS
+        with the lab's CA)."""
+        host, _, rest = image.partition("/")
+        repo, _, tag = rest.rpartition(":")
+        response = httpx.head(
+            f"https://{host}/v2/{repo}/manifests/{tag}", timeout=10, trust_env=False,
+            verify=ssl.create_default_context(cafile=f"{self.state_dir}/registry/ca.crt"),
+            headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json, "
+                             "application/vnd.oci.image.manifest.v1+json"})
+        assert response.status_code == 200, f"{image}: registry answered {response.status_code}"
+        return response.headers["Docker-Content-Digest"]
+
+    def repo_digests(self, node: int, image: str) -> list[str]:
+        """The registry references a node holds `image` under; [] for an image it does not
+        hold or got without a registry (`docker load` gives none)."""
+        result = self.docker("image", "inspect", "--format", "{{json .RepoDigests}}", image,
+                             node=node, check=False)
+        return json.loads(result.stdout) if result.returncode == 0 else []
+
+    def pulls(self, node: int, since: float, until: float) -> list[tuple[float, str]]:
+        """(seconds after `since`, image) of every pull node `node` finished between two
+        wall-clock times (the nodes share this host's clock)."""
+        out = self.docker("events", "--since", f"{since:.3f}", "--until", f"{until:.3f}",
+                          "--filter", "type=image", "--filter", "event=pull",
+                          "--format", "{{.TimeNano}} {{.Actor.ID}}", node=node).stdout
+        pulls = []
+        for line in out.splitlines():
+            nanos, image = line.split(" ", 1)
+            pulls.append((round(int(nanos) / 1e9 - since, 1), image))
+        return pulls
+
+    def pull_figures(self, since: float, nodes: tuple[int, ...] = NODES) -> dict[str, str]:
+        """Per node: how many images it pulled since `since`, the last one done after how
+        many seconds."""
+        now = time.time()
+        figures = {}
+        for n in nodes:
+            done = self.pulls(n, since, now)
+            figures[f"pulls_node{n}"] = (f"{len(done)} done by {max(t for t, _ in done)}s"
+                                         if done else "0")
+        return figures
+
+    def check_images_from_registry(self) -> list[str]:
+        """Every service's spec pins the lab registry's image by the digest the registry
+        serves, and every node running a task holds that image under that registry
+        reference (it pulled it). Returns one line per service for the log."""
+        tasks = [t for t in self.tasks() if t.state == "running"]
+        lines = []
+        for service, image in self.spec_images().items():
+            name, at, digest = image.partition("@")
+            assert at, f"{service}: image not pinned by digest: {image}"
+            assert re.fullmatch(r"sha256:[0-9a-f]{64}", digest), f"{service}: {image}"
+            assert name == self.expected_image(service), f"{service}: {image}"
+            assert digest == self.registry_digest(name), (
+                f"{service}: pinned {digest}, the registry serves {self.registry_digest(name)}")
+            reference = f"{name.rpartition(':')[0]}@{digest}"
+            nodes = sorted({t.node for t in tasks if t.service == service})
+            for node in nodes:
+                held = self.repo_digests(int(node.removeprefix("node")), reference)
+                assert reference in held, f"{service} on {node}: {reference} not in {held}"
+            lines.append(f"{service}: {name}@{digest[:19]}... on {','.join(nodes)}")
+        return lines
 
 
 # ---------------------------------------------------------------------------------------
@@ -388,22 +466,30 @@ def set_up(lab: Lab) -> None:
         row["image"] = lab.script(NODE_IMAGE_SH, timeout=900).strip()
     with lab.step("service images") as row:
         build_images(lab, row)
-    with lab.step("cluster up (scripts/cluster.sh up)"):
+    with lab.step("cluster up with its registry (scripts/cluster.sh up)") as row:
         out = lab.cluster("up")
-    for line in out.splitlines():
-        if line.startswith("export DOCKER_HOST=unix://"):
-            lab.state_dir = line.split("unix://", 1)[1].rsplit("/node1/", 1)[0]
-    assert lab.state_dir, f"no DOCKER_HOST line in the output of cluster.sh up:\n{out}"
+        for line in out.splitlines():
+            if line.startswith("export DOCKER_HOST=unix://"):
+                lab.state_dir = line.split("unix://", 1)[1].rsplit("/node1/", 1)[0]
+            if found := re.search(r"make push REGISTRY=(\S+?);", line):
+                lab.registry = found.group(1)
+        assert lab.state_dir, f"no DOCKER_HOST line in the output of cluster.sh up:\n{out}"
+        assert lab.registry, f"no registry in the output of cluster.sh up:\n{out}"
+        row["registry"] = lab.registry
     lab.sampler = MemorySampler(lab.docker_bin)
     lab.sampler.start()
-    with lab.step("deploy stacks (scripts/cluster.sh deploy)", tag=TAG):
-        lab.cluster("deploy", TAG)
+    with lab.step("push to the lab registry (scripts/cluster.sh push)", tag=TAG):
+        lab.cluster("push")
+    with lab.step("deploy from the registry (scripts/cluster.sh deploy)", tag=TAG) as row:
+        since = time.time()
+        lab.cluster("deploy", TAG)  # pushes again first: nothing new, the layers are there
         live = {f"node{n}" for n in NODES}
         wait_for("every service at full strength on the three nodes",
                  lambda: lab.converged(live))
         for n in NODES:
             wait_for(f"the shop answering on node{n}'s port {node_port(n)}",
                      lambda n=n: answers(n))
+        row.update(lab.pull_figures(since))
 
 
 def build_images(lab: Lab, row: dict[str, Any]) -> None:
@@ -437,8 +523,11 @@ def tear_down(lab: Lab) -> None:
                     + [("volume", f"{NODE_PREFIX}{n}-data") for n in NODES]
                     + [("network", LAB)]
                     if lab.docker(kind, "inspect", name, check=False).returncode == 0]
+            # What the test built, and the registry's names `make push` gave them.
+            pushed = ([lab.expected_image(app) for app in (*APPS, EDGE)]
+                      if lab.registry else [])
             if lab.built_images:
-                lab.docker("rmi", *lab.built_images, check=False)
+                lab.docker("rmi", *lab.built_images, *pushed, check=False)
             row["left_behind"] = ",".join(left) or "nothing"
             assert not left, f"cluster.sh down left {left}"
     total = {"step": "total", "seconds": round(time.monotonic() - lab.started, 1)}
@@ -514,121 +603,155 @@ def test_tasks_spread_and_fronts_reach_other_nodes(lab: Lab) -> None:
             assert body["couponPrice"] == 155200, body
 
 
-def test_survives_losing_a_worker(lab: Lab) -> None:
-    """Kill a worker's container under the probes: swarm marks the node Down, its tasks come
-    back on the remaining nodes, the probes through live nodes see no failure; then the
-    node is started again and rejoins."""
-    before = [t for t in lab.tasks() if t.state == "running"]
-    # The worker with a front task (the edges must route around it) and the most tasks.
-    load = {f"node{n}": (any(t.node == f"node{n}" and t.service == "front_app" for t in before),
-                         sum(t.node == f"node{n}" and t.service in APPS for t in before))
-            for n in NODES[1:]}
-    victim = max(load, key=lambda node: (*load[node], node == "node2"))
-    v = int(victim.removeprefix("node"))
-    survivor = next(n for n in NODES[1:] if n != v)
-    live = {f"node{n}" for n in NODES} - {victim}
-    lost = sorted(t.service for t in before if t.node == victim and t.service in APPS)
-    lab.say(f"[cluster] victim {victim} runs {lost or 'no app task'}; probing node1:"
-            f"{node_port(1)} at {MAIN_RATE:g}/s and node{survivor}:{node_port(survivor)} "
-            f"at {SIDE_RATE:g}/s")
-    assert lost, f"no shop task on {victim}: nothing to reschedule ({before})"
+def test_images_pinned_by_digest_from_the_lab_registry(lab: Lab) -> None:
+    """Every service (the three apps and the edge) runs the lab registry's image pinned by
+    the digest the registry serves, and each node running a task pulled it from there."""
+    with lab.step("images from the registry") as row:
+        lines = lab.check_images_from_registry()
+        for line in lines:
+            lab.say(f"[cluster] {line}")
+        row["services"] = len(lines)
 
-    probes: dict[str, ProbeHandle] = {
-        f"node1:{node_port(1)}": start_probe(shop_url(1), rate=MAIN_RATE,
-                                             duration=PROBE_LIMIT, progress=None),
-        f"node{survivor}:{node_port(survivor)}": start_probe(
-            shop_url(survivor), rate=SIDE_RATE, duration=PROBE_LIMIT, progress=None),
-    }
+
+@dataclass
+class Kill:
+    """One node loss: when it happened and what the cluster did about it."""
+
+    node: int
+    at: float = 0.0  # time.monotonic() of the kill
+    wall: float = 0.0  # time.time() of the kill
+    row: dict[str, Any] = field(default_factory=dict)
+
+
+def test_survives_losing_two_workers_in_turn(lab: Lab) -> None:
+    """Kill node3 under probes through node1 and node2, start it again, then kill node2 under
+    the probe through node1 and start it again: swarm marks each dead node Down and brings
+    every replica back on the others (pulling from the registry what a node lacks), the
+    dead node rejoins, and not one request through a live node fails."""
+    before = [t for t in lab.tasks() if t.state == "running"]
+    on_node3 = sorted(t.service for t in before if t.node == "node3" and t.service in APPS)
+    lab.say("[cluster] placement: " + ", ".join(sorted(
+        f"{t.service}@{t.node}" for t in before if t.service in APPS)))
+    assert on_node3, f"no shop task on node3: nothing to reschedule ({before})"
+
+    main = start_probe(shop_url(1), rate=MAIN_RATE, duration=PROBE_LIMIT, progress=None)
+    side = start_probe(shop_url(2), rate=SIDE_RATE, duration=PROBE_LIMIT, progress=None)
     reports: dict[str, ProbeReport] = {}
-    probe_t0 = time.monotonic()
-    marks: dict[str, float] = {}
+    kills = [Kill(3), Kill(2)]
     try:
         time.sleep(3)  # a baseline with every node up
-        with lab.step("node loss", victim=victim, lost=",".join(lost)) as row:
-            original = {t.id for t in before}
-            kill_at = time.monotonic()
-            marks["kill"] = kill_at - probe_t0
-            lab.cluster("kill", str(v))
-
-            def progress() -> bool:
-                now = time.monotonic() - kill_at
-                if "down_s" not in row and lab.nodes().get(victim) == "Down":
-                    row["down_s"] = round(now, 1)
-                tasks = lab.tasks()
-                fresh = [t for t in tasks if t.id not in original and t.node in live
-                         and t.service in APPS]
-                if "rescheduled_s" not in row and fresh:
-                    row["rescheduled_s"] = round(now, 1)
-                return "down_s" in row and lab.converged(live, tasks)
-
-            # One `docker node ls` and one `docker service ps` a second: polling must not
-            # starve the two CPUs the cluster shares.
-            wait_for(f"{victim} Down and every replica back on {sorted(live)}", progress,
-                     timeout=180, interval=1.0)
-            row["recovered_s"] = round(time.monotonic() - kill_at, 1)
-            marks["recovered"] = time.monotonic() - probe_t0
-            placement = sorted(f"{t.service}@{t.node}" for t in lab.tasks()
-                               if t.state == "running" and t.service in APPS)
-            row["placement"] = ",".join(placement)
-            time.sleep(5)  # keep probing the recovered cluster for a moment
-
-        with lab.step("node restart", node=victim) as row:
-            start_at = time.monotonic()
-            marks["restart"] = start_at - probe_t0
-            lab.cluster("start", str(v))
-            wait_for(f"{victim} Ready", lambda: lab.nodes().get(victim) == "Ready",
-                     interval=1.0)
-            row["ready_s"] = round(time.monotonic() - start_at, 1)
-            wait_for(f"the edge running on {victim} again",
-                     lambda: any(t.service == EDGE and t.node == victim and t.state == "running"
-                                 for t in lab.tasks()), interval=1.0)
-            wait_for(f"the shop answering on {victim}'s port {node_port(v)}",
-                     lambda: answers(v))
-            row["usable_s"] = round(time.monotonic() - start_at, 1)
-            wait_for("every service at full strength with the node back",
-                     lambda: lab.converged({f"node{n}" for n in NODES}), timeout=30,
-                     interval=1.0)
-            time.sleep(3)
+        lose_and_recover(lab, kills[0], lost=on_node3)
+        wipe_unused_images(lab, 3)
+        reports[f"node2:{node_port(2)}"] = side.stop_and_wait(timeout=30)
+        lose_and_recover(lab, kills[1], lost=None)
+        with lab.step("images after the second kill") as row:
+            for line in lab.check_images_from_registry():
+                lab.say(f"[cluster] {line}")
+            row.update(lab.pull_figures(kills[1].wall, nodes=(1, 3)))
     finally:
-        for name, handle in probes.items():
-            reports[name] = handle.stop_and_wait(timeout=30)
-
-    kill_s = marks.get("kill", 0.0)
-
-    def in_window(second: int) -> bool:
-        # Timeline seconds count from the probe's own start, a moment before probe_t0.
-        return kill_s - 1 <= second <= kill_s + LOSS_WINDOW + 1
+        if side.running:
+            reports[f"node2:{node_port(2)}"] = side.stop_and_wait(timeout=30)
+        reports[f"node1:{node_port(1)}"] = main.stop_and_wait(timeout=30)
 
     with lab.step("probe results") as row:
         for name, report in reports.items():
-            lost = sum(e["failed"] for e in report.timeline if in_window(e["second"]))
-            slow = [f"{e['second']}s:{e['p99_ms']:.0f}ms" for e in report.timeline
-                    if e["p99_ms"] is not None and e["p99_ms"] > 500]
-            row[name] = (f"{report.total} requests, {report.ok} ok, {report.failed} failed "
-                         f"({lost} in the kill window), degraded={report.degraded}, "
+            row[name] = (f"{report.total} requests, {report.ok} ok, {report.failed} failed, "
                          f"rate={report.total / max(report.elapsed, 0.001):.1f}/s, "
                          f"p99={report.latencies.get('p99')}ms, "
                          f"max={report.latencies.get('max')}ms")
-            lab.say(f"[cluster] probe {name} (kill at {kill_s:.0f}s, recovered at "
-                    f"{marks.get('recovered', 0):.0f}s, restart at "
-                    f"{marks.get('restart', 0):.0f}s):")
+            lab.say(f"[cluster] probe {name}:")
             lab.say(report.summary())
-            failed = [f"{e['second']}s:{e['failed']}({','.join(e['failures'])})"
-                      for e in report.timeline if e["failed"]]
-            if failed:
-                lab.say(f"[cluster] failures per second: {' '.join(failed)}")
-            if slow:
-                lab.say(f"[cluster] seconds with p99 > 500 ms: {' '.join(slow)}")
+            for kill in kills:
+                offset = kill.at - report.started_at
+                if offset > report.elapsed:
+                    continue  # this probe had stopped before this kill
+                window = (offset, offset + KILL_WINDOW)
+                p99 = report.latency_percentile(0.99, *window)
+                # Answers that took a per-try timeout at the edge (1 s) and a retry.
+                retried = sum(window[0] <= sent < window[1] and ms >= 900
+                              for sent, ms in report.answers)
+                failed = [f"{f['sent_at'] - offset:+.2f}s:{f['kind']}"
+                          for f in report.failure_samples
+                          if offset - 3 <= f["sent_at"] < offset + KILL_WINDOW]
+                figure = (f"p99 {_ms(p99)} ms in the {KILL_WINDOW:g} s after the kill, "
+                          f"{retried} answers >= 0.9 s, "
+                          f"failures {len(failed)} {' '.join(failed)}".rstrip())
+                kill.row[f"probe_{name}"] = figure
+                lab.say(f"[cluster] kill of node{kill.node}, probe {name}: {figure}")
+    for kill in kills:
+        lab.figures.append({"step": f"kill of node{kill.node}", **kill.row})
+        lab.say(f"[cluster] kill of node{kill.node}: " + "  ".join(
+            f"{k}={v}" for k, v in kill.row.items()))
+
     for name, report in reports.items():
         rate = report.total / max(report.elapsed, 0.001)
         assert rate >= 9.5, f"{name}: the probe could not hold its rate: {rate:.1f}/s"
-        outside = {e["second"]: e["failures"] for e in report.timeline
-                   if e["failed"] and not in_window(e["second"])}
-        assert not outside, (
-            f"{name}: requests through a live node failed outside the kill window "
-            f"({kill_s:.0f}s..{kill_s + LOSS_WINDOW:.0f}s): {outside}; "
-            f"{report.failure_samples[:5]}")
-        lost = sum(e["failed"] for e in report.timeline if in_window(e["second"]))
-        assert lost <= report.rate, (
-            f"{name}: {lost} requests lost with the node, more than one second's worth "
-            f"({report.rate:g}): {report.failures}; {report.failure_samples[:5]}")
+        assert report.failed == 0, (
+            f"{name}: {report.failed} requests through a live node failed: "
+            f"{report.failures}; kills at "
+            f"{', '.join(f'{k.at - report.started_at:.1f}s' for k in kills)} of the probe; "
+            f"{report.failure_samples[:10]}")
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
+
+
+def lose_and_recover(lab: Lab, kill: Kill, lost: list[str] | None) -> None:
+    """SIGKILL a node, wait until it is Down and every replica runs on the others, start it
+    again and wait until it is Ready, serves on its port and the services are whole."""
+    victim = f"node{kill.node}"
+    live = {f"node{n}" for n in NODES} - {victim}
+    before = [t for t in lab.tasks() if t.state == "running"]
+    lost = lost or sorted(t.service for t in before if t.node == victim and t.service in APPS)
+    with lab.step(f"loss of {victim}", lost=",".join(lost)) as row:
+        original = {t.id for t in before}
+        kill.at, kill.wall = time.monotonic(), time.time()
+        lab.cluster("kill", str(kill.node))
+
+        def progress() -> bool:
+            now = time.monotonic() - kill.at
+            if "down_s" not in row and lab.nodes().get(victim) == "Down":
+                row["down_s"] = round(now, 1)
+            tasks = lab.tasks()
+            fresh = [t for t in tasks if t.id not in original and t.node in live
+                     and t.service in APPS]
+            if "rescheduled_s" not in row and fresh:
+                row["rescheduled_s"] = round(now, 1)
+            return "down_s" in row and lab.converged(live, tasks)
+
+        # One `docker node ls` and one `docker service ps` a second: polling must not
+        # starve the two CPUs the cluster shares.
+        wait_for(f"{victim} Down and every replica back on {sorted(live)}", progress,
+                 timeout=180, interval=1.0)
+        row["full_replicas_s"] = round(time.monotonic() - kill.at, 1)
+        row["placement"] = ",".join(sorted(f"{t.service}@{t.node}" for t in lab.tasks()
+                                           if t.state == "running" and t.service in APPS))
+        time.sleep(5)  # keep probing the recovered cluster for a moment
+    kill.row.update({k: v for k, v in row.items() if k.endswith("_s")})
+
+    with lab.step(f"restart of {victim}") as row:
+        start_at = time.monotonic()
+        lab.cluster("start", str(kill.node))
+        wait_for(f"{victim} Ready", lambda: lab.nodes().get(victim) == "Ready", interval=1.0)
+        row["rejoin_s"] = round(time.monotonic() - start_at, 1)
+        wait_for(f"the edge running on {victim} again",
+                 lambda: any(t.service == EDGE and t.node == victim and t.state == "running"
+                             for t in lab.tasks()), interval=1.0)
+        wait_for(f"the shop answering on {victim}'s port {node_port(kill.node)}",
+                 lambda: answers(kill.node))
+        row["usable_s"] = round(time.monotonic() - start_at, 1)
+        wait_for("every service at full strength with the node back",
+                 lambda: lab.converged({f"node{n}" for n in NODES}), timeout=30,
+                 interval=1.0)
+        time.sleep(3)
+    kill.row.update(rejoin_s=row["rejoin_s"], usable_s=row["usable_s"])
+
+
+def wipe_unused_images(lab: Lab, n: int) -> None:
+    """Remove every image no container on node n uses, as if its disk had been replaced:
+    what lands on it next must come from the registry."""
+    with lab.step(f"wipe node{n}'s unused images") as row:
+        lab.docker("container", "prune", "--force", node=n)
+        out = lab.docker("image", "prune", "--all", "--force", node=n).stdout
+        row["removed"] = sum(line.startswith("untagged:") for line in out.splitlines())

@@ -210,3 +210,90 @@ def test_makefile_steps_use_existing_stack_files() -> None:
     }
     for name in files:
         assert (REPO / name).is_file(), name
+
+
+@docker
+def test_registry_runs_on_a_manager_with_tls_from_secrets(
+    render: Any, stack_config_client: str, tmp_path: Path
+) -> None:
+    """The lab registry: one task on a manager, port published in host mode, TLS certificate
+    and key as secrets (the key readable by the registry's user alone), storage on a volume,
+    hardened like the shop's containers; without certificate files it does not render."""
+    cert, key = tmp_path / "server.crt", tmp_path / "server.key"
+    cert.write_text("cert")
+    key.write_text("key")
+    env = {**ENV, "REGISTRY_TLS_CERT": str(cert), "REGISTRY_TLS_KEY": str(key),
+           "REGISTRY_PORT": "5123"}
+    config = render("registry.yml", env=env)
+    spec = config["services"]["server"]
+    assert spec["ports"] == [{"mode": "host", "target": 5000, "published": 5123, "protocol": "tcp"}]
+    assert spec["deploy"]["replicas"] == 1
+    assert spec["deploy"]["placement"]["constraints"] == ["node.role == manager"]
+    assert spec["read_only"] is True
+    assert spec["cap_drop"] == ["ALL"]
+    assert not spec["user"].startswith("0")
+    secrets = {s["target"]: s for s in spec["secrets"]}
+    assert secrets["registry.key"]["mode"] == 0o400
+    assert secrets["registry.key"]["uid"] == spec["user"].split(":")[0]
+    assert {Path(config["secrets"][s["source"]]["file"]) for s in spec["secrets"]} == {cert, key}
+    (volume,) = spec["volumes"]
+    (cfg,) = spec["configs"]
+    registry_config = yaml.safe_load(Path(config["configs"][cfg["source"]]["file"]).read_text())
+    assert registry_config["storage"]["filesystem"]["rootdirectory"] == volume["target"]
+    assert registry_config["http"]["tls"] == {
+        "certificate": f"/run/secrets/{secrets['registry.crt']['target']}",
+        "key": "/run/secrets/registry.key",
+    }
+    assert registry_config["http"]["addr"] == ":5000"
+
+    missing = subprocess.run(
+        [stack_config_client, "stack", "config", "-c", str(STACKS / "registry.yml")],
+        capture_output=True, text=True, timeout=60, env={**_base_env(), **ENV},
+    )
+    assert missing.returncode != 0
+    # Which of the two missing files it names first varies from run to run.
+    assert re.search(r"required variable REGISTRY_TLS_(CERT|KEY) is missing", missing.stderr)
+
+
+def make_n(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["make", "-n", "--no-print-directory", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=30)
+
+
+def test_make_push_tags_and_pushes_every_release_and_the_edge() -> None:
+    """`make push REGISTRY=...` prints a docker tag and a docker push for releases 1 and 2
+    of the three services and for the edge image, under the registry's name; without
+    REGISTRY it refuses."""
+    result = make_n("push", "REGISTRY=reg.example:5000")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    expected = [(f"shop/{svc}-service:{rel}", f"reg.example:5000/shop/{svc}-service:{rel}")
+                for svc in ("prod", "coupon", "front") for rel in (1, 2)]
+    expected.append(("shop/edge-haproxy:bookworm", "reg.example:5000/shop/edge-haproxy:bookworm"))
+    for local, remote in expected:
+        assert f"docker tag {local} {remote}" in lines
+        assert f"docker push -q {remote}" in lines
+    assert len(lines) == 2 * len(expected)
+
+    refused = make_n("push")
+    assert refused.returncode != 0
+    assert "REGISTRY=host:port" in refused.stderr
+
+
+def test_deploys_pin_digests_only_from_a_registry() -> None:
+    """With REGISTRY the deploy steps name the registry's images and resolve their digests
+    (--resolve-image always); without, they deploy local images and never ask a registry."""
+    for target in ("deploy", "update", "scale"):
+        remote = make_n(target, "NO_IPVS=1", "REGISTRY=reg.example:5000")
+        assert remote.returncode == 0, remote.stderr
+        deploys = [line for line in remote.stdout.splitlines() if "stack deploy" in line]
+        assert deploys, target
+        for line in deploys:
+            assert "--resolve-image always" in line, line
+            assert "SHOP_NAMESPACE=reg.example:5000/shop " in line or "edge.yml" in line, line
+        local = make_n(target, "NO_IPVS=1")
+        for line in (x for x in local.stdout.splitlines() if "stack deploy" in x):
+            assert "--resolve-image never" in line, line
+            assert "reg.example" not in line
+    edge = make_n("deploy-edge", "REGISTRY=reg.example:5000")
+    assert "EDGE_IMAGE=reg.example:5000/shop/edge-haproxy:bookworm " in edge.stdout

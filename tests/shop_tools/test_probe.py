@@ -192,6 +192,30 @@ def test_status_errors_are_failures_by_code():
     assert report.failure_samples[0]["request_id"].startswith("probe-")
 
 
+@respx.mock
+def test_answers_and_failures_carry_when_they_were_sent():
+    """Each answered request keeps its send time and latency, so a percentile can be taken
+    over any window of the run; failure samples keep when they were sent and ended."""
+    respx.get(TARGET).mock(return_value=shop_answer())
+    before = time.monotonic()
+
+    report = run_probe(TARGET, rate=20, duration=0.5, progress=None)
+
+    assert before <= report.started_at <= time.monotonic()
+    assert len(report.answers) == report.total == 10
+    sent = [at for at, _ in report.answers]
+    assert all(0 <= at < 0.6 for at in sent)
+    assert report.latency_percentile(0.99, 0, 1) == max(ms for _, ms in report.answers)
+    first_half = [ms for at, ms in report.answers if at < 0.25]
+    assert report.latency_percentile(1.0, 0, 0.25) == max(first_half)
+    assert report.latency_percentile(0.5, 5, 6) is None
+
+    respx.get(TARGET).mock(return_value=shop_answer(500, body=b'{"error": {}}'))
+    failed = run_probe(TARGET, rate=20, duration=0.1, progress=None)
+    sample = failed.failure_samples[0]
+    assert 0 <= sample["sent_at"] <= sample["ended_at"] < 1
+
+
 def test_refused_connections_are_connect_failures(closed_port):
     """Nothing listening on the port: every request is a 'connect' failure."""
     report = run_probe(f"http://127.0.0.1:{closed_port}/", rate=20, duration=0.25, progress=None)
