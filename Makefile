@@ -21,14 +21,15 @@
 # Hosts without IPVS (some VMs, LXC, WSL): add NO_IPVS=1 to every step; the stacks get
 # dnsrr endpoints and the edge proxy (stacks/edge.yml) is the entry point on EDGE_PORT.
 # Hosts that cannot pull images: `make base-images` once, then add
-# BASE_IMAGE=shop/python-base:bookworm to `make build`.
+# BASE_IMAGE=shop/python-base:bookworm to `make build` (and
+# PROMETHEUS_IMAGE=shop/prometheus:bookworm to `make autoscale`).
 # Builds that must not reach a package index: `make wheels` first (see scripts/wheelhouse.sh).
 #
 # Variables (environment or command line): DOCKER, SHOP_NAMESPACE, BASE_IMAGE, IMG_TAG,
 # REPLICAS, SERVICE, NO_IPVS, EDGE_PORT, EDGE_IMAGE; for autoscaling AUTOSCALE_MIN,
 # AUTOSCALE_MAX, AUTOSCALE_TARGET_RPS (the front's labels), AUTOSCALE_INTERVAL_S,
-# AUTOSCALE_DOWN_STABILIZATION_S, PROMETHEUS_IMAGE, PROMETHEUS_PORT, AUTOSCALER_IMAGE,
-# DOCKER_GID; for the load RATE, SECONDS.
+# AUTOSCALE_DOWN_STABILIZATION_S, AUTOSCALE_RATE_WINDOW_S, PROMETHEUS_IMAGE, PROMETHEUS_PORT,
+# AUTOSCALER_IMAGE, DOCKER_GID; for the load RATE, SECONDS.
 #
 # While the autoscaler runs, deploy/update/scale keep an autoscaled service's current replica
 # count when it is above REPLICAS (scripts/autoscaled-replicas.sh): they never lower it.
@@ -48,6 +49,7 @@ AUTOSCALE_MAX        ?= 6
 AUTOSCALE_TARGET_RPS ?= 250
 AUTOSCALE_INTERVAL_S ?= 5
 AUTOSCALE_DOWN_STABILIZATION_S ?= 60
+AUTOSCALE_RATE_WINDOW_S ?= 20
 PROMETHEUS_IMAGE ?= prom/prometheus:v2.53.5
 PROMETHEUS_PORT  ?= 9090
 AUTOSCALER_IMAGE ?= $(SHOP_NAMESPACE)/autoscaler:latest
@@ -153,6 +155,7 @@ autoscale: networks
 		PROMETHEUS_PORT=$(PROMETHEUS_PORT) AUTOSCALER_IMAGE=$(AUTOSCALER_IMAGE) \
 		AUTOSCALE_INTERVAL_S=$(AUTOSCALE_INTERVAL_S) \
 		AUTOSCALE_DOWN_STABILIZATION_S=$(AUTOSCALE_DOWN_STABILIZATION_S) \
+		AUTOSCALE_RATE_WINDOW_S=$(AUTOSCALE_RATE_WINDOW_S) \
 		$(DEPLOY) -c stacks/autoscale.yml autoscale
 
 # RATE requests/s for SECONDS seconds (at most 600) on the shop's entry point on this machine,
