@@ -4,6 +4,7 @@ import time
 from pathlib import Path
 
 import pytest
+from steps import wait_for
 
 from shop_tools.load import (
     LiveLine,
@@ -144,9 +145,7 @@ def test_replica_watcher_polls_until_stopped():
         return f"{len(calls)}/6"
 
     with ReplicaWatcher(read, interval=0.01) as watcher:
-        deadline = time.monotonic() + 5
-        while len(calls) < 3 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_for("three readings", lambda: len(calls) >= 3, timeout=5, interval=0.01)
         assert watcher.latest.endswith("/6")
     stopped_at = len(calls)
     time.sleep(0.05)
