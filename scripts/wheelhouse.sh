@@ -15,9 +15,12 @@ PYTHON=${1:-${PYTHON:-python3}}
 WHEELS_DIR=${WHEELS_DIR:-wheels}
 
 mkdir -p "$WHEELS_DIR"
-# Hash-checked: the lock file's hashes apply, as they will inside the build.
-"$PYTHON" -m pip wheel --quiet --disable-pip-version-check --require-hashes --no-deps \
-    -r requirements.lock -w "$WHEELS_DIR"
+# Hash-checked: the lock files' hashes apply, as they will inside the build (the services'
+# lock, and the autoscaler image's own).
+for lock in requirements.lock autoscaler/requirements.lock; do
+    "$PYTHON" -m pip wheel --quiet --disable-pip-version-check --require-hashes --no-deps \
+        -r "$lock" -w "$WHEELS_DIR"
+done
 # The project is built inside the image with build isolation: its build backend must be
 # in the wheelhouse too.
 mapfile -t build_requires < <("$PYTHON" - <<'PY'

@@ -43,6 +43,9 @@ _STOP_POLL_SECONDS = 0.05
 _NO_HEADER = "-"
 
 Progress = Callable[[str], None]
+# Called once per finished second with that second's figures (as in ProbeReport.timeline)
+# plus the run's totals so far ("total", "total_failed"): for callers that print their own.
+SecondHook = Callable[[dict[str, Any]], None]
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float | None:
@@ -251,10 +254,17 @@ def _round(value: float | None) -> float | None:
 class _Recorder:
     """Collects outcomes; only touched from the probe's event loop thread."""
 
-    def __init__(self, report: ProbeReport, t0: float, progress: Progress | None) -> None:
+    def __init__(
+        self,
+        report: ProbeReport,
+        t0: float,
+        progress: Progress | None,
+        on_second: SecondHook | None = None,
+    ) -> None:
         self.report = report
         self.t0 = t0
         self.progress = progress
+        self.on_second = on_second
         self.seconds: dict[int, _Second] = {}
         self.latencies: list[float] = []
         self.completed = 0
@@ -334,6 +344,14 @@ class _Recorder:
             bucket = self.seconds.get(second, _Second())
             if self.progress is not None:
                 self.progress(self._progress_line(second, bucket))
+            if self.on_second is not None:
+                self.on_second(
+                    {
+                        **bucket.as_entry(second),
+                        "total": self.report.total,
+                        "total_failed": self.report.failed,
+                    }
+                )
         self.printed_upto = max(self.printed_upto, upto)
 
     def _progress_line(self, second: int, bucket: _Second) -> str:
@@ -371,6 +389,7 @@ async def _probe(
     should_stop: Callable[[], bool],
     progress: Progress | None,
     on_recorder: Callable[[_Recorder], None],
+    on_second: SecondHook | None = None,
 ) -> ProbeReport:
     loop = asyncio.get_running_loop()
     t0 = loop.time()
@@ -378,6 +397,7 @@ async def _probe(
         ProbeReport(url=url, rate=rate, duration=duration, started_at=time.monotonic()),
         t0,
         progress,
+        on_second,
     )
     on_recorder(recorder)
     run_id = secrets.token_hex(3)
@@ -454,8 +474,10 @@ class ProbeHandle:
         timeout: float,
         stop: threading.Event | None,
         progress: Progress | None,
+        on_second: SecondHook | None = None,
     ) -> None:
         self._stop = threading.Event()
+        self._on_second = on_second
         self._user_stop = stop
         self._recorder: _Recorder | None = None
         self._report: ProbeReport | None = None
@@ -477,7 +499,10 @@ class ProbeHandle:
     ) -> None:
         try:
             self._report = asyncio.run(
-                _probe(url, rate, duration, timeout, self._should_stop, progress, self._attach)
+                _probe(
+                    url, rate, duration, timeout, self._should_stop, progress, self._attach,
+                    self._on_second,
+                )
             )
         except BaseException as exc:  # handed to the thread that calls wait()
             self._error = exc
@@ -525,10 +550,11 @@ def start_probe(
     progress: Progress | None = print,
     *,
     allow_remote: bool = False,
+    on_second: SecondHook | None = None,
 ) -> ProbeHandle:
     """Start probing in a background thread; ValueError for arguments check_probe_args refuses."""
     check_probe_args(url, rate, duration, timeout, allow_remote=allow_remote)
-    return ProbeHandle(url, rate, duration, timeout, stop, progress)
+    return ProbeHandle(url, rate, duration, timeout, stop, progress, on_second)
 
 
 def run_probe(

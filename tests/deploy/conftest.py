@@ -7,11 +7,12 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 import steps
+from swarm_deployment import Deployment, deployed_shop
 
 FIGURES = pytest.StashKey[list[dict[str, Any]]]()
 
@@ -57,3 +58,15 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     terminalreporter.section("swarm end-to-end figures")
     for row in rows:
         terminalreporter.write_line("  ".join(f"{key}={value}" for key, value in row.items()))
+
+
+@pytest.fixture(scope="package")
+def shop(
+    request: pytest.FixtureRequest,
+    figures: list[dict[str, Any]],
+    missing_docker: Callable[[str], None],
+) -> Iterator[Deployment]:
+    """The shop deployed once for every swarm test of this folder (building the images is the
+    slow part); removed after the folder's last test, before the three-node cluster test."""
+    with deployed_shop(request, figures, missing_docker) as shop:
+        yield shop

@@ -297,3 +297,143 @@ def test_deploys_pin_digests_only_from_a_registry() -> None:
             assert "reg.example" not in line
     edge = make_n("deploy-edge", "REGISTRY=reg.example:5000")
     assert "EDGE_IMAGE=reg.example:5000/shop/edge-haproxy:bookworm " in edge.stdout
+
+
+AUTOSCALE_ENV = {
+    "PROMETHEUS_IMAGE": "acme/prometheus:9",
+    "PROMETHEUS_PORT": "19090",
+    "AUTOSCALER_IMAGE": "acme/autoscaler:9",
+    "DOCKER_GID": "105",
+    "AUTOSCALE_INTERVAL_S": "2",
+    "AUTOSCALE_DOWN_STABILIZATION_S": "30",
+}
+
+
+@docker
+@pytest.mark.parametrize("name", ["front.yml", "front.no-ipvs.yml"])
+def test_front_carries_the_autoscale_labels(render: Any, name: str) -> None:
+    """The front's service labels hold its autoscale bounds and target, from AUTOSCALE_*,
+    defaulting to 2, 6 and 250 req/s per replica."""
+    labels = app(render(name, env={}))["deploy"]["labels"]
+    assert labels == {
+        "io.swarm-shop.autoscale.min": "2",
+        "io.swarm-shop.autoscale.max": "6",
+        "io.swarm-shop.autoscale.target-rps": "250",
+    }
+    env = {"AUTOSCALE_MIN": "3", "AUTOSCALE_MAX": "9", "AUTOSCALE_TARGET_RPS": "20"}
+    assert app(render(name, env=env))["deploy"]["labels"] == {
+        "io.swarm-shop.autoscale.min": "3",
+        "io.swarm-shop.autoscale.max": "9",
+        "io.swarm-shop.autoscale.target-rps": "20",
+    }
+
+
+def one_task_on_a_manager(
+    config: dict[str, Any], name: str, image: str, user: str
+) -> dict[str, Any]:
+    """Check what both autoscale services share; return the service's spec."""
+    spec = config["services"][name]
+    assert (spec["image"], spec["user"]) == (image, user)
+    assert spec["read_only"] is True
+    assert spec["cap_drop"] == ["ALL"]
+    assert spec["deploy"]["replicas"] == 1
+    assert spec["deploy"]["placement"]["constraints"] == ["node.role == manager"]
+    assert spec["deploy"]["endpoint_mode"] == "dnsrr"  # no VIP: works without IPVS
+    return spec
+
+
+@docker
+def test_autoscale_stack_prometheus(render: Any) -> None:
+    """Prometheus: one task on a manager, its config as a swarm config, data in a tmpfs
+    volume it owns, its UI in host mode on PROMETHEUS_PORT, on `backend` (to find every
+    replica) and the internal `metrics` network; hardened like the shop's services."""
+    config = render("autoscale.yml", env=AUTOSCALE_ENV)
+    spec = one_task_on_a_manager(config, "prometheus", "acme/prometheus:9", "65534:65534")
+    assert spec["ports"] == [
+        {"mode": "host", "target": 9090, "published": 19090, "protocol": "tcp"}
+    ]
+    assert set(spec["networks"]) == {"backend", "metrics"}
+    assert "--storage.tsdb.path=/prometheus" in spec["command"]
+    assert any(arg.startswith("--storage.tsdb.retention.time=") for arg in spec["command"])
+    (volume,) = spec["volumes"]
+    assert volume["target"] == "/prometheus"
+    options = config["volumes"][volume["source"]]["driver_opts"]
+    assert options["type"] == "tmpfs"
+    assert "uid=65534" in options["o"]
+    (cfg,) = spec["configs"]
+    assert cfg["target"] == "/etc/prometheus/prometheus.yml"
+    source = Path(config["configs"][cfg["source"]]["file"])
+    assert source == REPO / "observability" / "prometheus.yml"
+    assert config["networks"]["metrics"]["internal"] is True
+    assert config["networks"]["backend"] == {"name": "backend", "external": True}
+
+
+@docker
+def test_autoscale_stack_scaler(render: Any) -> None:
+    """The autoscaler: one task on a manager with the engine's socket, as uid 10001 in the
+    socket's group, read-only, no capabilities, no published port, on `metrics` only."""
+    config = render("autoscale.yml", env=AUTOSCALE_ENV)
+    spec = one_task_on_a_manager(config, "scaler", "acme/autoscaler:9", "10001:105")
+    assert "ports" not in spec
+    assert set(spec["networks"]) == {"metrics"}
+    assert spec["deploy"]["update_config"]["order"] == "stop-first"  # never two at once
+    sockets = [v for v in spec["volumes"] if v["type"] == "bind"]
+    assert sockets == [{"type": "bind", "source": "/var/run/docker.sock",
+                        "target": "/var/run/docker.sock"}]
+    env = spec["environment"]
+    assert env["AUTOSCALE_PROMETHEUS_URL"] == "http://prometheus:9090"
+    assert (env["AUTOSCALE_INTERVAL_S"], env["AUTOSCALE_DOWN_STABILIZATION_S"]) == ("2", "30")
+    assert "curl" not in " ".join(spec["healthcheck"]["test"])
+    defaults = render("autoscale.yml", env={})["services"]
+    assert defaults["scaler"]["environment"]["AUTOSCALE_DOWN_STABILIZATION_S"] == "60"
+    assert defaults["scaler"]["environment"]["AUTOSCALE_INTERVAL_S"] == "5"
+    assert defaults["prometheus"]["image"] == "prom/prometheus:v2.53.5"
+    assert defaults["prometheus"]["ports"][0]["published"] == 9090
+
+
+def test_prometheus_config_scrapes_every_replica_of_the_shop() -> None:
+    """The live config: each service's tasks.<stack>_app by DNS every 5 s, a swarm_service
+    label on every target, and the autoscaler on the port its stack gives it."""
+    config = yaml.safe_load((REPO / "observability" / "prometheus.yml").read_text())
+    assert seconds(config["global"]["scrape_interval"]) == 5
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    scaler_env = yaml.safe_load((STACKS / "autoscale.yml").read_text())["services"]["scaler"]
+    expected = {
+        "shop-prod": ("tasks.prod_app", 3001),
+        "shop-coupon": ("tasks.coupon_app", 3002),
+        "shop-front": ("tasks.front_app", 8080),
+        "autoscaler": ("tasks.autoscale_scaler",
+                       int(scaler_env["environment"]["AUTOSCALE_METRICS_PORT"])),
+    }
+    for name, (dns_name, port) in expected.items():
+        (sd,) = jobs[name]["dns_sd_configs"]
+        assert (sd["names"], sd["type"], sd["port"]) == ([dns_name], "A", port)
+        assert seconds(sd["refresh_interval"]) <= 5
+        (relabel,) = jobs[name]["relabel_configs"]
+        assert relabel["source_labels"] == ["__meta_dns_name"]
+        assert relabel["target_label"] == "swarm_service"
+        assert re.fullmatch(relabel["regex"], dns_name).group(1) == dns_name.removeprefix("tasks.")
+
+
+def test_makefile_autoscale_and_load_targets() -> None:
+    """`make -n`: autoscale deploys stacks/autoscale.yml as stack `autoscale` (with NO_IPVS too),
+    load sends traffic to 127.0.0.1 only, down removes the autoscale stack and its volume."""
+    def dry(target: str, *args: str) -> str:
+        result = subprocess.run(
+            ["make", "-n", "--no-print-directory", target, *args],
+            cwd=REPO, capture_output=True, text=True, timeout=30,
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    for no_ipvs in ("0", "1"):
+        out = dry("autoscale", f"NO_IPVS={no_ipvs}", "PROMETHEUS_IMAGE=shop/prometheus:bookworm")
+        assert "-c stacks/autoscale.yml autoscale" in out
+        assert "PROMETHEUS_IMAGE=shop/prometheus:bookworm" in out
+    load = dry("load", "RATE=150", "SECONDS=20", "EDGE_PORT=8000")
+    assert "--rate 150 --duration 20" in load
+    assert re.findall(r"https?://([^/:\s]+)", load) == ["127.0.0.1"]
+    down = dry("down")
+    assert "stack rm autoscale " in down
+    assert "volume rm autoscale_prometheus-data" in down
+    assert "--target autoscaler" in dry("build")

@@ -4,14 +4,12 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Iterator
 
 import httpx
 import pytest
 import respx
-import uvicorn
+from steps import wait_for
 
 from shop_tools.probe import (
     ProbeReport,
@@ -32,75 +30,6 @@ def shop_answer(status: int = 200, release: str = "1", body: bytes = b'{"status"
                 content_type: str = "application/json") -> httpx.Response:
     return httpx.Response(status, content=body, headers={
         "content-type": content_type, "x-release": release, "x-instance": "mocked"})
-
-
-@dataclass
-class TinyApp:
-    """An ASGI app that answers like a shop service (X-Release, X-Instance) and notes the
-    client port of every request."""
-
-    release: str = "1"
-    client_ports: list[int] = field(default_factory=list)
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        assert scope["type"] == "http"
-        self.client_ports.append(scope["client"][1])
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"x-release", self.release.encode()),
-                    (b"x-instance", b"tiny"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": b'{"status":"OK"}'})
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.01)
-
-
-@pytest.fixture(scope="module")
-def tiny_server() -> Iterator[tuple[str, TinyApp]]:
-    """A real uvicorn on 127.0.0.1 (free port) in a thread, serving one TinyApp."""
-    app = TinyApp()
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        app,
-        lifespan="off",
-        loop="asyncio",
-        http="h11",
-        ws="none",
-        log_level="warning",
-        access_log=False,
-        timeout_graceful_shutdown=1,
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    wait_until(lambda: server.started)
-    yield f"http://127.0.0.1:{port}", app
-    server.should_exit = True
-    thread.join(5)
-    sock.close()
-
-
-@pytest.fixture
-def server(tiny_server: tuple[str, TinyApp]) -> tuple[str, TinyApp]:
-    """The shared tiny server with its app reset to healthy release 1."""
-    base, app = tiny_server
-    app.release = "1"
-    app.client_ports.clear()
-    return base, app
 
 
 @pytest.fixture
@@ -285,10 +214,10 @@ def test_background_probe_sees_release_switch_and_stops_early():
     release = ["1"]
     respx.get(TARGET).mock(side_effect=lambda request: shop_answer(release=release[0]))
     handle = start_probe(TARGET, rate=50, duration=10, progress=None)
-    wait_until(lambda: handle.completed >= 5)
+    wait_for("5 answers", lambda: handle.completed >= 5, timeout=5, interval=0.01)
     release[0] = "2"
     switched_at = handle.completed
-    wait_until(lambda: handle.completed >= switched_at + 5)
+    wait_for("5 more", lambda: handle.completed >= switched_at + 5, timeout=5, interval=0.01)
 
     report = handle.stop_and_wait()
 
@@ -397,3 +326,20 @@ def test_release_counts_over_time_and_summary():
     summary = report.summary()
     assert "1=7 (seen 0s-3s)" in summary
     assert "failures: none" in summary
+
+
+def test_second_hook_gets_each_second_with_running_totals(server):
+    """on_second is called once per second with that second's figures and the totals so far."""
+    base, _ = server
+    entries: list[dict] = []
+
+    report = start_probe(
+        base + "/", rate=20, duration=1.5, progress=None, on_second=entries.append
+    ).wait()
+
+    assert [entry["second"] for entry in entries] == [0, 1]
+    assert sum(entry["sent"] for entry in entries) == report.total == 30
+    assert entries[-1]["total"] == report.total
+    assert entries[-1]["total_failed"] == 0
+    assert entries[0]["p99_ms"] is not None
+    assert entries[0]["total"] <= entries[-1]["total"]

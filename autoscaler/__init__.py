@@ -1,0 +1,2 @@
+"""The shop's autoscaler: scales labelled swarm services with their request rate, using the
+Kubernetes HorizontalPodAutoscaler's algorithm (autoscaler.policy) on Prometheus' rates."""
