@@ -10,7 +10,7 @@ from pydantic import BaseModel
 
 from shop_common.errors import error_responses, exception_handlers, without_validation_errors
 from shop_common.lifecycle import Lifecycle
-from shop_common.logs import Log, make_log
+from shop_common.logs import make_log
 from shop_common.metrics import ServiceMetrics
 from shop_common.middleware import ShopMiddleware
 from shop_common.settings import ServiceSettings
@@ -43,7 +43,6 @@ def app_state(name: str) -> Callable[[Request], Awaitable[Any]]:
 
 
 SettingsDep = Annotated[ServiceSettings, Depends(app_state("settings"))]
-LogDep = Annotated[Log, Depends(app_state("log"))]
 MetricsDep = Annotated[ServiceMetrics, Depends(app_state("metrics"))]
 LifecycleDep = Annotated[Lifecycle, Depends(app_state("lifecycle"))]
 ServiceInfoDep = Annotated[ServiceInfo, Depends(app_state("service_info"))]
