@@ -201,10 +201,11 @@ class Upstreams:
 
 def front_settings_for(upstreams: Upstreams, **changes: Any) -> FrontSettings:
     """Front settings pointed at these upstreams, with a short budget so faults end fast
-    (0.5 s). A try may take the whole budget unless a test says otherwise: on a busy runner a
-    short try timeout would add retries the test did not ask for."""
+    (0.5 s). A try, and a connect, may take the whole budget unless a test says otherwise: on
+    a busy runner a short try or connect timeout would add retries the test did not ask for."""
     values: dict[str, Any] = {
         "instance": "front-test", "release": "2", "prod_api_url": upstreams.prod.url,
         "coupon_api_url": upstreams.coupon.url, "upstream_timeout_seconds": 0.5,
-        "upstream_attempt_timeout_seconds": 0.5, **changes}
+        "upstream_attempt_timeout_seconds": 0.5, "upstream_connect_timeout_seconds": 0.5,
+        **changes}
     return FrontSettings(**values)

@@ -50,6 +50,8 @@ TIMEOUT = 0.6  # SHOP_UPSTREAM_TIMEOUT_SECONDS here: the whole budget of a call
 # budget. Other faults get the whole budget per try, so that a slow turn of a busy runner's
 # loop does not add a try the fault did not cause.
 HUNG_ATTEMPT = 0.15
+# SHOP_UPSTREAM_CONNECT_TIMEOUT_SECONDS where connects never complete: three fit in the
+# budget. Other faults get the whole budget for a connect, for the same reason as above.
 CONNECT = 0.1
 # Scheduling slack on a busy runner; still small enough that a budget spent twice (a retry
 # that restarted the clock) fails the bound.
@@ -81,6 +83,7 @@ class Fault:
     # The front's answer when the product service does this (several: timing decides).
     prod_status: int | tuple[int, ...] = 502
     attempt_timeout: float = TIMEOUT
+    connect_timeout: float = TIMEOUT
 
     @property
     def connections(self) -> range:
@@ -106,7 +109,8 @@ def _chunked(payload: bytes, *headers: bytes) -> bytes:
 # Faults either upstream can have.
 TRANSPORT_FAULTS = {
     "refused": Fault(REFUSED, "connect", tries=TRIES, prod_status=503),
-    "connect timeout": Fault(BLACK_HOLE, "connect_timeout", tries=TRIES, prod_status=503),
+    "connect timeout": Fault(BLACK_HOLE, "connect_timeout", tries=TRIES, prod_status=503,
+                             connect_timeout=CONNECT),
     # A reset that arrives while aiohttp is still setting the connection up fails the connect
     # (not sent again); one that arrives after the request went out is a reset (sent again).
     "reset on accept": Fault(resets_on_accept, ("connect", "reset"), TRIES,
@@ -210,7 +214,7 @@ class Front:
 def settings_for(upstreams: Upstreams, **changes: Any) -> FrontSettings:
     return front_settings_for(upstreams, **{
         "instance": "front-faults", "upstream_timeout_seconds": TIMEOUT,
-        "upstream_attempt_timeout_seconds": TIMEOUT, "upstream_connect_timeout_seconds": CONNECT,
+        "upstream_attempt_timeout_seconds": TIMEOUT, "upstream_connect_timeout_seconds": TIMEOUT,
         "upstream_retries": RETRIES, **changes})
 
 
@@ -226,7 +230,8 @@ async def running_front(settings: FrontSettings) -> AsyncIterator[Front]:
 @contextlib.contextmanager
 def faulty(upstreams: Upstreams, upstream: str, fault: Fault) -> Iterator[dict[str, str]]:
     """Make one upstream misbehave; yields the front settings that point at it."""
-    changes = {"upstream_attempt_timeout_seconds": fault.attempt_timeout}
+    changes = {"upstream_attempt_timeout_seconds": fault.attempt_timeout,
+               "upstream_connect_timeout_seconds": fault.connect_timeout}
     if fault.behaviour == REFUSED:
         upstreams.refuse(upstream)
         yield changes
