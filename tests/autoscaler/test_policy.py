@@ -198,13 +198,13 @@ def test_without_a_window_scale_down_is_immediate():
 
 
 def test_the_shops_load_step():
-    """The live scenario: min 2, max 6, 20 req/s per replica, a 30 s window, a decision every
-    5 s; a 25 req/s probe, then +75 req/s of load for 30 s: out to 5 at once, back to 2 once
+    """The live scenario: min 2, max 6, 15 req/s per replica, a 30 s window, a decision every
+    5 s; a 25 req/s probe, then +45 req/s of load for 30 s: out to 5 at once, back to 2 once
     the load's recommendations have left the window."""
-    policy = Policy(min_replicas=2, max_replicas=6, target_rps=20)
-    steps = [Step(0, 25, 2, Reason.STEADY)]  # 12.5 per replica, but ceil(2 x 0.625) is 2
-    steps += [Step(5, 100, 5, Reason.SCALE_UP)]  # ceil(100 / 20)
-    steps += [Step(t, 100, 5, Reason.WITHIN_TOLERANCE) for t in range(10, 35, 5)]
+    policy = Policy(min_replicas=2, max_replicas=6, target_rps=15)
+    steps = [Step(0, 25, 2, Reason.STEADY)]  # 12.5 per replica, but ceil(2 x 0.833) is 2
+    steps += [Step(5, 70, 5, Reason.SCALE_UP)]  # ceil(70 / 15)
+    steps += [Step(t, 70, 5, Reason.WITHIN_TOLERANCE) for t in range(10, 35, 5)]  # 14 each
     steps += [Step(t, 25, 5, Reason.STABILIZED) for t in range(35, 65, 5)]  # 5s in the window
     steps += [Step(65, 25, 2, Reason.SCALE_DOWN)]  # 30 s after the last 5
     run_steps(policy, 2, steps, window=30)
