@@ -104,6 +104,9 @@ STACK_FILES_coupon := -c stacks/coupon.yml
 STACK_FILES_front  := -c stacks/front.yml
 endif
 
+# What each release is, beyond its label: release 1 is the classic front, without couponPrice.
+RELEASE_ARGS_1 := --build-arg COUPON_PRICE=false
+
 BUILD = $(DOCKER) build -f docker/Dockerfile --build-arg BASE_IMAGE=$(BASE_IMAGE) \
 	--build-arg VERSION=$(VERSION) --build-arg REVISION=$(REVISION)
 
@@ -126,7 +129,7 @@ networks:
 # Release 1 and release 2 of every service from this one tree; :latest is release 2.
 build:
 	$(foreach svc,$(SERVICES),$(foreach rel,$(RELEASES),\
-	$(BUILD) --target $(svc)-service --build-arg RELEASE=$(rel) \
+	$(BUILD) --target $(svc)-service --build-arg RELEASE=$(rel) $(RELEASE_ARGS_$(rel)) \
 		-t $(SHOP_NAMESPACE)/$(svc)-service:$(rel) .$(newline)))
 	$(if $(filter 2,$(RELEASES)),$(foreach svc,$(SERVICES),\
 	$(DOCKER) tag $(SHOP_NAMESPACE)/$(svc)-service:2 $(SHOP_NAMESPACE)/$(svc)-service:latest$(newline)))

@@ -89,7 +89,7 @@ class Swarm:
                 continue
             services.append(
                 ScalableService(
-                    id=service.id,
+                    id=service.attrs["ID"],
                     name=service.name,
                     version=service.version,
                     current=int(replicated.get("Replicas", 0)),

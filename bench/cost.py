@@ -60,8 +60,7 @@ def build_app(name: str, upstream_url: str) -> Any:
         from prod_service.app import create_app as create_prod_app
         from prod_service.settings import ProdSettings
         return create_prod_app(ProdSettings(instance="cost"))
-    sys.path.insert(0, str(REPO / "bench"))
-    from yardstick import create_app as create_yardstick
+    from bench.yardstick import create_app as create_yardstick
     return create_yardstick()
 
 

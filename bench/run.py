@@ -193,7 +193,7 @@ class Fleet:
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind((HOST, 0))
-        return sock.getsockname()[1]
+        return int(sock.getsockname()[1])
 
 
 def http_get(url: str, timeout: float = 2.0) -> tuple[int, dict[str, str], bytes]:

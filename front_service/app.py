@@ -5,44 +5,27 @@ from typing import Annotated
 
 import orjson
 from fastapi import APIRouter, Depends, FastAPI, Response
-from pydantic import BaseModel, Field
 
+from front_service.apis import CouponApi, ProdApi
 from front_service.metrics import FrontMetrics
+from front_service.models import ProductDetail, UpstreamCoupon
 from front_service.pricing import best_coupon_price
 from front_service.settings import FrontSettings
-from front_service.upstream import (
-    CouponApi,
-    ProdApi,
-    UpstreamClient,
-    UpstreamCoupon,
-    UpstreamError,
-    UpstreamProduct,
-    open_session,
-)
+from front_service.upstream import UpstreamClient, UpstreamError, open_session
 from shop_common.app import app_state, build_app
 from shop_common.errors import ApiError, error_responses
 from shop_common.prodno import ProdNo
 
 
-class ProductDetail(BaseModel):
-    prod: UpstreamProduct
-    coupons: list[UpstreamCoupon]
-    couponsAvailable: bool = Field(
-        description="false when the coupon service could not be asked: coupons is then empty "
-                    "and couponPrice is the plain price (the X-Degraded header says so too)")
-    couponPrice: int | None = Field(
-        default=None, description="release 2 only: the price after the best coupon")
-
-
-class ProductDetails:
-    """What a product-detail answer needs: both upstream APIs, and the release's pricing."""
+class ProductDetailService:
+    """Builds a product-detail answer: asks both upstream APIs, prices the coupons if asked to."""
 
     def __init__(self, prod_api: ProdApi, coupon_api: CouponApi, metrics: FrontMetrics,
-                 with_coupon_price: bool) -> None:
+                 coupon_price: bool) -> None:
         self.prod_api = prod_api
         self.coupon_api = coupon_api
         self.metrics = metrics
-        self.with_coupon_price = with_coupon_price
+        self.coupon_price = coupon_price
 
     async def coupons_or_none(self, prod_no: int) -> list[UpstreamCoupon] | None:
         try:
@@ -68,7 +51,7 @@ class ProductDetails:
             "coupons": [coupon.model_dump() for coupon in coupons or ()],
             "couponsAvailable": coupons is not None,
         }
-        if self.with_coupon_price:
+        if self.coupon_price:
             detail["couponPrice"] = best_coupon_price(product.price, coupons or ())
         if coupons is None:
             self.metrics.degraded.labels("coupons").inc()
@@ -77,7 +60,7 @@ class ProductDetails:
 
 # Built in the lifespan around the upstream session. One dependency that carries both upstream
 # APIs rather than one each: FastAPI solves every dependency on every request.
-ProductDetailsDep = Annotated[ProductDetails, Depends(app_state("product_details"))]
+ProductDetailServiceDep = Annotated[ProductDetailService, Depends(app_state("product_details"))]
 
 router = APIRouter(tags=["product detail"])
 
@@ -86,8 +69,9 @@ _STATUS_FOR_KIND = {"timeout": 504, "connect": 503, "connect_timeout": 503, "htt
 
 @router.get("/product-detail/{prodNo}", response_model=ProductDetail,
             responses=error_responses(400, 404, 502, 503, 504))
-async def get_product_detail(prodNo: ProdNo, details: ProductDetailsDep) -> Response:
-    """A product with the coupons that apply to it (and, in release 2, its best price)."""
+async def get_product_detail(prodNo: ProdNo, details: ProductDetailServiceDep) -> Response:
+    """A product with the coupons that apply to it (and, if the front prices coupons, its best
+    price)."""
     try:
         detail, degraded = await details.for_product(prodNo)
     except UpstreamError as exc:
@@ -116,10 +100,10 @@ def create_app(settings: FrontSettings | None = None) -> FastAPI:
                 max_body_bytes=settings.max_upstream_body_bytes,
                 log=app.state.log, metrics=app.state.front_metrics,
             )
-            app.state.product_details = ProductDetails(
+            app.state.product_details = ProductDetailService(
                 ProdApi(upstream, settings.prod_api_url),
                 CouponApi(upstream, settings.coupon_api_url),
-                app.state.front_metrics, with_coupon_price=settings.release != "1")
+                app.state.front_metrics, coupon_price=settings.coupon_price)
             yield
 
     app = build_app(

@@ -1,6 +1,6 @@
 from collections.abc import Iterable
 
-from front_service.upstream import UpstreamCoupon
+from front_service.models import UpstreamCoupon
 
 
 def coupon_price(price: int, coupon: UpstreamCoupon) -> int | None:

@@ -7,6 +7,10 @@ class FrontSettings(ServiceSettings):
     port: int = Field(default=8080, ge=1, le=65535)
     prod_api_url: str = Field(default="http://prod.api:3001", pattern=r"^https?://[^/]+$")
     coupon_api_url: str = Field(default="http://coupon.api:3002", pattern=r"^https?://[^/]+$")
+    # Whether answers carry couponPrice, the price after the best coupon. The feature that
+    # release 2 added: release 1 images are built with it off (docker/Dockerfile, COUPON_PRICE),
+    # and the release string stays a label.
+    coupon_price: bool = True
     # The latency budget (README, "Latency budget"): each try of an upstream GET gets
     # upstream_attempt_timeout_seconds, then goes again (on another replica) while the whole
     # call's upstream_timeout_seconds lasts. The backends answer in about a millisecond, so a
@@ -26,7 +30,7 @@ class FrontSettings(ServiceSettings):
     keepalive_expiry_seconds: float = Field(default=2.0, gt=0, le=60)
     # How long a DNS answer for prod.api / coupon.api is kept: replicas come and go, and
     # new connections should find them within a second.
-    upstream_dns_cache_seconds: float = Field(default=1.0, ge=0, le=60)
+    upstream_dns_cache_seconds: int = Field(default=1, ge=0, le=60)
     # Pool bound: at most this many connections per upstream, whatever the failures.
     upstream_max_connections: int = Field(default=64, ge=1, le=1000)
     max_upstream_body_bytes: int = Field(default=1024 * 1024, ge=1024)

@@ -2,51 +2,17 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any, TypeVar
+from typing import TypeVar
 
 import aiohttp
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from front_service.metrics import FrontMetrics
 from front_service.settings import FrontSettings
 from shop_common.context import current_request_id
 from shop_common.logs import Log
-from shop_common.prodno import MAX_PROD_NO
 
-# Integers from upstream JSON stay within what every JSON reader holds exactly (2**53 - 1), so
-# a validated value can always be written back out and read by the front's own clients.
-JsonInt = Annotated[int, Field(ge=-(2**53 - 1), le=2**53 - 1)]
 T = TypeVar("T")
 
-
-class UpstreamProduct(BaseModel):
-    # Fields a newer product service adds pass through untouched (releases run side by side).
-    model_config = ConfigDict(extra="allow")
-
-    prodNo: int = Field(ge=1, le=MAX_PROD_NO)
-    name: str
-    category: str
-    desc: str
-    price: int = Field(ge=0, le=2**53 - 1, description="price in won")
-
-
-class UpstreamCoupon(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    id: JsonInt
-    type: str = Field(description="RATE (percent off) or PRICE (won off); others are ignored "
-                                  "for pricing")
-    prodNos: list[JsonInt]
-    value: int = Field(ge=0, le=2**53 - 1)
-
-    @model_validator(mode="after")
-    def _rate_is_a_percentage(self) -> "UpstreamCoupon":
-        if self.type == "RATE" and self.value > 100:
-            raise ValueError("RATE coupon above 100 percent")
-        return self
-
-
-_coupon_list = TypeAdapter(list[UpstreamCoupon])
 
 # Failures that mean "the replica this try went to is gone, going or stuck": worth another try
 # of a GET, which gets another connection (and, on swarm, most likely another replica).
@@ -233,58 +199,3 @@ def _failure_message(upstream: str, kind: str) -> str:
         "invalid_body": "sent a response that is not readable HTTP",
     }
     return f"{upstream} service {reasons.get(kind, 'failed')}"
-
-
-class ProdApi:
-    """The product service, as the front sees it."""
-
-    def __init__(self, upstream: UpstreamClient, base_url: str) -> None:
-        self.upstream = upstream
-        self.base_url = base_url
-
-    async def get_product(self, prod_no: int) -> UpstreamProduct | None:
-        """The product, None when the product service says it does not exist."""
-        return await self.upstream.get("prod", f"{self.base_url}/products/{prod_no}",
-                                       _parse_product)
-
-
-def _parse_product(status: int, body: bytes) -> UpstreamProduct | None:
-    if status == 404:
-        return None
-    if status != 200:
-        raise UpstreamError("prod", f"http_{status}", f"prod service answered {status}",
-                            status=status)
-    try:
-        return UpstreamProduct.model_validate_json(body)
-    except ValidationError as exc:
-        raise UpstreamError("prod", "invalid_body",
-                            f"prod service sent an invalid product: {_first_error(exc)}") from exc
-
-
-class CouponApi:
-    """The coupon service, as the front sees it."""
-
-    def __init__(self, upstream: UpstreamClient, base_url: str) -> None:
-        self.upstream = upstream
-        self.base_url = base_url
-
-    async def list_coupons_for_product(self, prod_no: int) -> list[UpstreamCoupon]:
-        return await self.upstream.get(
-            "coupon", f"{self.base_url}/products/{prod_no}/coupons", _parse_coupons)
-
-
-def _parse_coupons(status: int, body: bytes) -> list[UpstreamCoupon]:
-    if status != 200:
-        raise UpstreamError("coupon", f"http_{status}", f"coupon service answered {status}",
-                            status=status)
-    try:
-        return _coupon_list.validate_json(body)
-    except ValidationError as exc:
-        raise UpstreamError("coupon", "invalid_body",
-                            f"coupon service sent invalid coupons: {_first_error(exc)}") from exc
-
-
-def _first_error(exc: ValidationError) -> str:
-    first: dict[str, Any] = dict(exc.errors()[0])
-    where = ".".join(str(part) for part in first.get("loc", ())) or "body"
-    return f"{where}: {first.get('msg')}"

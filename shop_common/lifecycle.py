@@ -1,5 +1,3 @@
-import time
-
 from prometheus_client import Gauge
 
 
@@ -7,7 +5,6 @@ class Lifecycle:
     """Whether this instance is serving normally or draining before it stops."""
 
     def __init__(self, draining_gauge: Gauge | None = None) -> None:
-        self.started_at = time.monotonic()
         self.draining = False
         self.draining_gauge = draining_gauge
 

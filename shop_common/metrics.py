@@ -1,7 +1,7 @@
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 # Latency buckets (seconds) around what a shop request costs: sub-millisecond backends up to
-# the front's 2 s upstream budget.
+# the front's 0.8 s upstream budget and the edge's per-try timeout (1 s), with room above.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
 
 

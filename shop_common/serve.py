@@ -23,6 +23,19 @@ S = TypeVar("S", bound=ServiceSettings)
 YOUNG_GC_THRESHOLD = 10_000
 
 
+def tune_gc_for_serving() -> None:
+    """Garbage collection for a long-lived server, once the app is built.
+
+    What exists now (modules, the app, its validators and data) lives as long as the process:
+    frozen, the collector no longer walks it on every full collection, each of which is a
+    pause that every request in flight waits out. Young collections run less often (see
+    YOUNG_GC_THRESHOLD). Only for the served process: tests build many apps in one.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(YOUNG_GC_THRESHOLD, *gc.get_threshold()[1:])
+
+
 class DrainingServer(uvicorn.Server):
     """uvicorn with a drain phase before its graceful shutdown.
 
@@ -44,12 +57,6 @@ class DrainingServer(uvicorn.Server):
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
         self.loop = asyncio.get_running_loop()
-        # What exists now (modules, the app, its validators) lives as long as the process:
-        # frozen, the collector no longer walks it on every full collection, each of which
-        # is a pause that every request in flight waits out.
-        gc.collect()
-        gc.freeze()
-        gc.set_threshold(YOUNG_GC_THRESHOLD, *gc.get_threshold()[1:])
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if sig != signal.SIGTERM or self.lifecycle.draining or self.loop is None:
@@ -95,6 +102,7 @@ def serve(app: FastAPI, settings: ServiceSettings) -> None:
         timeout_graceful_shutdown=settings.graceful_timeout_seconds,
     )
     server = DrainingServer(config, app.state.lifecycle, settings.drain_seconds, app.state.log)
+    tune_gc_for_serving()
     server.run()
     if not server.started:
         sys.exit(3)

@@ -40,6 +40,8 @@ def service_env(service: Service, services: dict[str, Service], release: str) ->
         "SHOP_HOST": HOST,
         "SHOP_PORT": str(service.port),
         "SHOP_RELEASE": release,
+        # What a release 1 image is built with (docker/Dockerfile): no couponPrice.
+        "SHOP_COUPON_PRICE": "false" if release == "1" else "true",
         "PYTHONUNBUFFERED": "1",
     }
     if service.name == "front":
@@ -158,10 +160,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             flush=True,
         )
         while not stop_requested.wait(0.2):
-            dead = [s for s in services.values() if s.process and s.process.poll() is not None]
+            dead = [(s.name, code) for s in services.values()
+                    if s.process and (code := s.process.poll()) is not None]
             if dead:
                 print(
-                    f"shop-run: {dead[0].name} exited with {dead[0].process.returncode}; "
+                    f"shop-run: {dead[0][0]} exited with {dead[0][1]}; "
                     "stopping the others",
                     file=sys.stderr,
                 )

@@ -3,7 +3,6 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from fastapi.testclient import TestClient
-from upstreams import Upstreams, front_settings_for
 
 from coupon_service.app import create_app as create_coupon_app
 from coupon_service.settings import CouponSettings
@@ -11,6 +10,7 @@ from front_service.app import create_app as create_front_app
 from front_service.settings import FrontSettings
 from prod_service.app import create_app as create_prod_app
 from prod_service.settings import ProdSettings
+from tests.support.upstreams import Upstreams, front_settings_for
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

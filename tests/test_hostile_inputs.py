@@ -15,13 +15,13 @@ import anyio
 import orjson
 import pytest
 from fastapi import FastAPI
-from upstreams import Upstreams, front_settings_for
 
 from coupon_service.app import create_app as create_coupon_app
 from coupon_service.settings import CouponSettings
 from front_service.app import create_app as create_front_app
 from prod_service.app import create_app as create_prod_app
 from prod_service.settings import ProdSettings
+from tests.support.upstreams import Upstreams, front_settings_for
 
 ROUTES = {"prod": "/products/{}", "coupon": "/products/{}/coupons", "front": "/product-detail/{}"}
 SERVICES = sorted(ROUTES)

@@ -2,8 +2,8 @@
 
 Each app runs in-process with its lifespan (schemathesis starts it on the first call and its
 pytest plugin stops it when the test ends); the front talks to the real prod and coupon apps
-over real sockets (tests/upstreams.py), so valid product numbers get a 200 and unknown ones a
-404. Every check schemathesis has runs on every case (as `schemathesis run -c all` does), on
+over real sockets (tests/support/upstreams.py), so valid product numbers get a 200 and unknown
+ones a 404. Every check schemathesis has runs on every case (as `schemathesis run -c all` does), on
 data that fits the schema (which must be accepted) and data that does not (which must be
 refused).
 
@@ -23,7 +23,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.checks import CHECKS, load_all_checks
-from upstreams import Upstreams, front_settings_for
 
 from coupon_service.app import create_app as create_coupon_app
 from coupon_service.settings import CouponSettings
@@ -31,6 +30,7 @@ from front_service.app import create_app as create_front_app
 from prod_service.app import create_app as create_prod_app
 from prod_service.settings import ProdSettings
 from shop_common.prodno import MAX_PROD_NO
+from tests.support.upstreams import Upstreams, front_settings_for
 
 MAX_EXAMPLES = 100  # per operation and generation mode; those without parameters need one
 # Generated strings rarely look like product numbers: these make sure the 200 and 404 answers

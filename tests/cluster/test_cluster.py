@@ -62,10 +62,10 @@ from typing import Any
 
 import httpx
 import pytest
-import steps
-from steps import missing_docker, timed_step
 
 from shop_tools.probe import ProbeReport, start_probe
+from tests.support import steps
+from tests.support.steps import missing_docker, timed_step
 
 pytestmark = pytest.mark.cluster
 

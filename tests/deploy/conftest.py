@@ -11,8 +11,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-import steps
-from swarm_deployment import Deployment, deployed_shop
+
+from tests.support import steps
+from tests.support.swarm_deployment import Deployment, deployed_shop
 
 FIGURES = pytest.StashKey[list[dict[str, Any]]]()
 

@@ -1,4 +1,4 @@
-"""Scale follows traffic, on a real single-node swarm: the shop (tests/swarm_deployment.py)
+"""Scale follows traffic, on a real single-node swarm: the shop (tests/support/swarm_deployment.py)
 with Prometheus and the autoscaler deployed by `make autoscale`, the front autoscaled between
 2 and 6 replicas at a small target (15 req/s per replica, so the load stays small on a
 2-core machine) with a 30 s scale-down window.
@@ -25,7 +25,8 @@ from typing import Any
 
 import httpx
 import pytest
-from swarm_deployment import NAMESPACE, REPO, Deployment, free_host_port, wait_for
+
+from tests.support.swarm_deployment import NAMESPACE, REPO, Deployment, free_host_port, wait_for
 
 pytestmark = pytest.mark.swarm
 

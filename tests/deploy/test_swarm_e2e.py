@@ -1,4 +1,4 @@
-"""End to end on a real single-node Docker Swarm (tests/swarm_deployment.py deploys the
+"""End to end on a real single-node Docker Swarm (tests/support/swarm_deployment.py deploys the
 shop at release 1), then the tutorial's promises: release 1 served, scale out and back, a
 zero-failure rolling update to release 2, rolling updates of the APIs, an automatic rollback
 of a release that never gets healthy, and a killed task replaced. A probe runs through every
@@ -10,7 +10,8 @@ from __future__ import annotations
 import time
 
 import pytest
-from swarm_deployment import SERVICES, Deployment, wait_for
+
+from tests.support.swarm_deployment import SERVICES, Deployment, wait_for
 
 pytestmark = pytest.mark.swarm
 

@@ -4,15 +4,15 @@ from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
-from faults import (
+
+from front_service.app import create_app
+from tests.support.faults import (
     answers,
     closes_after_request,
     never_answers,
     resets_after_request,
 )
-from upstreams import Upstreams, front_settings_for
-
-from front_service.app import create_app
+from tests.support.upstreams import Upstreams, front_settings_for
 
 EXPECTED_COUPON_PRICE = {1: 119310, 2: 155200, 3: 1455000, 4: 50000}
 
@@ -48,8 +48,9 @@ def test_release_2_full_body(front_client: TestClient) -> None:
 
 
 def test_release_1_has_no_coupon_price(upstreams: Upstreams) -> None:
-    """Release 1 answers the same product and coupons without couponPrice."""
-    settings = front_settings_for(upstreams, instance="front-r1", release="1")
+    """Release 1 (built with SHOP_COUPON_PRICE off) answers the same product and coupons
+    without couponPrice."""
+    settings = front_settings_for(upstreams, instance="front-r1", release="1", coupon_price=False)
     with TestClient(create_app(settings)) as client:
         response = client.get("/product-detail/2")
         assert response.status_code == 200
@@ -57,6 +58,16 @@ def test_release_1_has_no_coupon_price(upstreams: Upstreams) -> None:
         assert len(response.json()["coupons"]) == 2
         assert response.headers["x-release"] == "1"
         assert client.get("/health").json()["release"] == "1"
+
+
+def test_coupon_price_is_a_setting_not_a_release(upstreams: Upstreams) -> None:
+    """Any release label prices coupons unless SHOP_COUPON_PRICE is off: the label names a
+    build, the setting decides the feature."""
+    for release, priced in (("3", True), ("1", True), ("2", False)):
+        settings = front_settings_for(upstreams, release=release, coupon_price=priced)
+        with TestClient(create_app(settings)) as client:
+            body = client.get("/product-detail/2").json()
+        assert ("couponPrice" in body) is priced, (release, body)
 
 
 def test_upstream_calls_overlap() -> None:

@@ -1,6 +1,6 @@
 """The front under every upstream fault we could think of, for each of its two upstreams, over
 real sockets: the front's own aiohttp session against fault servers on 127.0.0.1
-(tests/upstreams.py, tests/faults.py).
+(tests/support/upstreams.py, tests/support/faults.py).
 
 Product service faults end in a documented 502/503/504 JSON error; coupon service faults end
 in a degraded 200 (no coupons, couponPrice = price, `X-Degraded: coupons`). Either way the
@@ -26,7 +26,10 @@ import httpx
 import orjson
 import pytest
 from fastapi import FastAPI
-from faults import (
+
+from front_service.app import create_app
+from front_service.settings import FrontSettings
+from tests.support.faults import (
     Behaviour,
     MiB,
     answers,
@@ -40,10 +43,7 @@ from faults import (
     resets_on_accept,
     stalls_mid_body,
 )
-from upstreams import Upstreams, front_settings_for
-
-from front_service.app import create_app
-from front_service.settings import FrontSettings
+from tests.support.upstreams import Upstreams, front_settings_for
 
 TIMEOUT = 0.6  # SHOP_UPSTREAM_TIMEOUT_SECONDS here: the whole budget of a call
 # SHOP_UPSTREAM_ATTEMPT_TIMEOUT_SECONDS where a fault hangs: three hung tries fit in the

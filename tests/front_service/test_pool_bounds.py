@@ -16,10 +16,10 @@ import httpx
 import orjson
 import pytest
 from fastapi import FastAPI
-from faults import RawServer, holds_then_resets, http_reply, keeps_answering
 
 from front_service.app import create_app
 from front_service.settings import FrontSettings
+from tests.support.faults import RawServer, holds_then_resets, http_reply, keeps_answering
 
 MAX_CONNECTIONS = 8
 # The requests, the front and both servers share one event loop here, and a burst advances

@@ -1,7 +1,7 @@
 import pytest
 
+from front_service.models import UpstreamCoupon
 from front_service.pricing import best_coupon_price, coupon_price
-from front_service.upstream import UpstreamCoupon
 
 
 def coupon(kind: str, value: int) -> UpstreamCoupon:

@@ -6,7 +6,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from processes import Process, wait_healthy
+
+from tests.support.processes import Process, wait_healthy
 
 
 @pytest.fixture

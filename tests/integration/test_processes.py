@@ -10,7 +10,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from processes import Process
+
+from tests.support.processes import Process
 
 pytestmark = pytest.mark.integration
 

@@ -4,11 +4,11 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
-from upstreams import Upstreams, front_settings_for
 
 from front_service.app import create_app as create_front_app
 from prod_service.app import create_app as create_prod_app
 from prod_service.settings import ProdSettings
+from tests.support.upstreams import Upstreams, front_settings_for
 
 
 def sample(client: TestClient, name: str, **labels: str) -> float:

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 import uvicorn
-from steps import wait_for
+
+from tests.support.steps import wait_for
 
 
 @dataclass

@@ -4,7 +4,6 @@ import time
 from pathlib import Path
 
 import pytest
-from steps import wait_for
 
 from shop_tools.load import (
     LiveLine,
@@ -14,6 +13,7 @@ from shop_tools.load import (
     progress_line,
     service_replicas,
 )
+from tests.support.steps import wait_for
 
 
 @pytest.fixture

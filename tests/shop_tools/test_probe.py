@@ -9,7 +9,6 @@ from collections.abc import Iterator
 import httpx
 import pytest
 import respx
-from steps import wait_for
 
 from shop_tools.probe import (
     ProbeReport,
@@ -19,6 +18,7 @@ from shop_tools.probe import (
     run_probe,
     start_probe,
 )
+from tests.support.steps import wait_for
 
 # Most answers come from respx, which stands in for the network under httpx; a real uvicorn
 # serves the tests about connections (one per request) and the refused and reset ones use real

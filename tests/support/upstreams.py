@@ -1,6 +1,6 @@
 """The front's upstreams in tests, over real sockets: the real prod and coupon apps served by
 uvicorn on 127.0.0.1, each behind a fault server that passes connections through to the app or
-misbehaves on demand (tests/faults.py). They run on an event loop in a background thread, so
+misbehaves on demand (tests/support/faults.py). They run on an event loop in a background thread, so
 tests that drive the front through TestClient and async tests use them alike.
 """
 
@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import uvicorn
-from faults import Behaviour
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from coupon_service.app import create_app as create_coupon_app
@@ -21,6 +20,7 @@ from coupon_service.settings import CouponSettings
 from front_service.settings import FrontSettings
 from prod_service.app import create_app as create_prod_app
 from prod_service.settings import ProdSettings
+from tests.support.faults import Behaviour
 
 T = TypeVar("T")
 
