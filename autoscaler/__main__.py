@@ -8,6 +8,7 @@ AUTOSCALE_METRICS_PORT. SIGTERM or SIGINT ends the loop after the current pass.
 from __future__ import annotations
 
 import signal
+import socket
 import sys
 import threading
 
@@ -16,27 +17,27 @@ import httpx
 from prometheus_client import start_http_server
 from pydantic import ValidationError
 
-from autoscaler.log import json_log
 from autoscaler.metrics import AutoscalerMetrics
 from autoscaler.policy import Recommender
 from autoscaler.prometheus import PrometheusRates
 from autoscaler.scaler import DOCKER_ERRORS, Autoscaler
 from autoscaler.settings import AutoscalerSettings
 from autoscaler.swarm import Swarm
+from shop_common.logs import make_log
 
 
 def main() -> int:
-    log = json_log()
+    log = make_log("autoscaler", socket.gethostname())
     try:
         settings = AutoscalerSettings()
     except ValidationError as exc:
-        log("startup_failed", level="error", error=str(exc))
+        log.error("startup_failed", error=str(exc))
         return 2
     try:
         client = docker.from_env()
         client.ping()
     except DOCKER_ERRORS as exc:
-        log("startup_failed", level="error", error=f"no Docker engine: {exc}")
+        log.error("startup_failed", error=f"no Docker engine: {exc}")
         return 1
 
     metrics = AutoscalerMetrics()
@@ -59,14 +60,14 @@ def main() -> int:
         metrics,
         log,
     )
-    log("startup", settings=settings.model_dump(mode="json"))
+    log.info("startup", settings=settings.model_dump(mode="json"))
     try:
         autoscaler.run(settings.interval_s, stop)
     finally:
         prometheus.close()
         client.close()
         server.shutdown()
-        log("shutdown")
+        log.info("shutdown")
     return 0
 
 

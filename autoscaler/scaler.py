@@ -11,11 +11,11 @@ from typing import Protocol
 import docker.errors
 import requests
 
-from autoscaler.log import Log
 from autoscaler.metrics import AutoscalerMetrics
 from autoscaler.policy import Decision, Recommender
 from autoscaler.prometheus import MetricsUnavailable
 from autoscaler.swarm import ScalableService
+from shop_common.logs import LEVELS, Logger
 
 # What the Docker SDK raises: its own errors, and the HTTP client's for a broken socket.
 DOCKER_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException)
@@ -38,7 +38,7 @@ class Autoscaler:
         swarm: ServiceSource,
         recommender: Recommender,
         metrics: AutoscalerMetrics,
-        log: Log,
+        log: Logger,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.rates = rates
@@ -59,11 +59,11 @@ class Autoscaler:
             services, skipped = self.swarm.autoscaled()
         except DOCKER_ERRORS as exc:
             self.metrics.errors.labels("docker_list").inc()
-            self.log("docker_error", level="error", action="list_services", error=str(exc))
+            self.log.error("docker_error", action="list_services", error=str(exc))
             return []
         for name, problem in skipped.items():
             self.metrics.errors.labels("labels").inc()
-            self._report_change(name, ("skipped", problem), "service_skipped", level="warning",
+            self._report_change(name, ("skipped", problem), "service_skipped", "warning",
                                 swarm_service=name, problem=problem)
 
         now = self.clock()
@@ -98,13 +98,13 @@ class Autoscaler:
             self.metrics.prometheus_up.set(0)
             self.metrics.errors.labels("prometheus").inc()
             if self._prometheus != "unreachable":
-                self.log("prometheus_unreachable", level="warning", error=str(exc),
+                self.log.warning("prometheus_unreachable", error=str(exc),
                          effect="every autoscaled service holds its replica count")
             self._prometheus = "unreachable"
             return None
         self.metrics.prometheus_up.set(1)
         if self._prometheus == "unreachable":
-            self.log("prometheus_reachable")
+            self.log.info("prometheus_reachable")
         self._prometheus = "ok"
         return rates
 
@@ -134,27 +134,27 @@ class Autoscaler:
         if not decision.changes:
             # Holding or steady: one line when the state changes, not one per loop.
             state = (decision.reason, decision.desired, metrics_state)
-            self._report_change(name, state, "decision", action="none", **fields)
+            self._report_change(name, state, "decision", "info", action="none", **fields)
             return
         direction = "up" if decision.desired > decision.current else "down"
         try:
             self.swarm.scale(service, decision.desired)
         except DOCKER_ERRORS as exc:
             self.metrics.errors.labels("docker_scale").inc()
-            self.log("decision", level="error", action=f"scale_{direction}_failed",
-                     error=str(exc), **fields)
+            self.log.error("decision", action=f"scale_{direction}_failed",
+                           error=str(exc), **fields)
             self._states.pop(name, None)
             return
         self.metrics.scalings.labels(name, direction).inc()
-        self.log("decision", action=f"scale_{direction}", **fields)
+        self.log.info("decision", action=f"scale_{direction}", **fields)
         self._states[name] = (decision.reason, decision.desired, metrics_state)
 
     def _report_change(
-        self, key: str, state: tuple[object, ...], event: str, **fields: object
+        self, key: str, state: tuple[object, ...], event: str, level: str, **fields: object
     ) -> None:
         if self._states.get(key) != state:
             self._states[key] = state
-            self.log(event, **fields)
+            self.log.log(LEVELS[level], event, **fields)
 
 
 def _round(value: float | None) -> float | None:

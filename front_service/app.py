@@ -11,7 +11,7 @@ from front_service.metrics import FrontMetrics
 from front_service.models import ProductDetail, UpstreamCoupon
 from front_service.pricing import best_coupon_price
 from front_service.settings import FrontSettings
-from front_service.upstream import UpstreamClient, UpstreamError, open_session
+from front_service.upstream import UpstreamClient, UpstreamError, open_session, warm_up
 from shop_common.app import app_state, build_app
 from shop_common.errors import ApiError, error_responses
 from shop_common.prodno import ProdNo
@@ -93,8 +93,11 @@ def create_app(settings: FrontSettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def upstream_session(app: FastAPI) -> AsyncIterator[None]:
         async with open_session(settings) as session:
+            await warm_up(session, (settings.prod_api_url, settings.coupon_api_url),
+                          settings.upstream_warmup_seconds, app.state.log)
             upstream = UpstreamClient(
-                session, attempt_timeout=settings.upstream_attempt_timeout_seconds,
+                session, hedge_delay=settings.upstream_hedge_delay_seconds,
+                attempt_timeout=settings.upstream_attempt_timeout_seconds,
                 total_timeout=settings.upstream_timeout_seconds,
                 retries=settings.upstream_retries,
                 max_body_bytes=settings.max_upstream_body_bytes,

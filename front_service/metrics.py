@@ -8,7 +8,7 @@ class FrontMetrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.latency = Histogram(
-            "shop_upstream_request_duration_seconds", "Time of one upstream attempt",
+            "shop_upstream_request_duration_seconds", "Time of one upstream try",
             ["upstream"], buckets=LATENCY_BUCKETS, registry=registry,
         )
         self.errors = Counter(
@@ -16,7 +16,11 @@ class FrontMetrics:
             ["upstream", "kind"], registry=registry,
         )
         self.retries = Counter(
-            "shop_upstream_retries", "Upstream attempts that were retried",
+            "shop_upstream_retries", "Upstream tries started after a failed one",
+            ["upstream"], registry=registry,
+        )
+        self.hedges = Counter(
+            "shop_upstream_hedges", "Upstream tries started beside a slower one",
             ["upstream"], registry=registry,
         )
         self.degraded = Counter(

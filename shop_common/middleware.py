@@ -2,13 +2,14 @@ import re
 import time
 import traceback
 from random import getrandbits
+from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shop_common.context import request_id_var
+from shop_common.context import access_fields_var, request_id_var
 from shop_common.errors import error_body
 from shop_common.lifecycle import Lifecycle
-from shop_common.logs import Log
+from shop_common.logs import Logger
 from shop_common.metrics import ServiceMetrics
 
 # A client-sent id is kept only if it is short and plain: it goes into headers, logs and
@@ -41,7 +42,7 @@ class ShopMiddleware:
     """
 
     def __init__(self, app: ASGIApp, *, service: str, instance: str, release: str,
-                 log: Log, metrics: ServiceMetrics, lifecycle: Lifecycle,
+                 log: Logger, metrics: ServiceMetrics, lifecycle: Lifecycle,
                  access_log: bool) -> None:
         self.app = app
         self.log = log
@@ -60,6 +61,8 @@ class ShopMiddleware:
             return
         request_id = incoming_request_id(scope["headers"]) or new_request_id()
         token = request_id_var.set(request_id)
+        fields: dict[str, Any] = {}
+        fields_token = access_fields_var.set(fields)
         extra_headers = [*self.static_headers, (b"x-request-id", request_id.encode())]
         status = 500
         started = False
@@ -106,6 +109,7 @@ class ShopMiddleware:
                     self.log.info(
                         "request", method=scope["method"], path=path[:_MAX_LOGGED_PATH],
                         status=status, duration_ms=round(seconds * 1000, 2),
-                        client=client[0] if client else None,
+                        client=client[0] if client else None, **fields,
                     )
+            access_fields_var.reset(fields_token)
             request_id_var.reset(token)

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from shop_common.datafile import DataFileError
 from shop_common.lifecycle import Lifecycle
-from shop_common.logs import Log, uvicorn_log_config
+from shop_common.logs import Logger, uvicorn_log_config
 from shop_common.settings import ServiceSettings, env_name
 
 S = TypeVar("S", bound=ServiceSettings)
@@ -47,7 +47,7 @@ class DrainingServer(uvicorn.Server):
     """
 
     def __init__(self, config: uvicorn.Config, lifecycle: Lifecycle, drain_seconds: float,
-                 log: Log) -> None:
+                 log: Logger) -> None:
         super().__init__(config)
         self.lifecycle = lifecycle
         self.drain_seconds = drain_seconds

@@ -11,12 +11,12 @@ import docker.errors
 import pytest
 from prometheus_client import generate_latest
 
-from autoscaler.log import json_log
 from autoscaler.metrics import AutoscalerMetrics
 from autoscaler.policy import Policy, Recommender
 from autoscaler.prometheus import MetricsUnavailable
 from autoscaler.scaler import Autoscaler
 from autoscaler.swarm import ScalableService
+from shop_common.logs import make_log
 
 POLICY = Policy(min_replicas=2, max_replicas=6, target_rps=20)
 
@@ -93,17 +93,17 @@ def rig() -> Rig:
     """An autoscaler over fakes, logging JSON into a list, with a 30 s window."""
     lines: list[dict[str, Any]] = []
 
-    class Capture(io.StringIO):
+    class Capture(io.BytesIO):
         """Parses every line written (so each must be one JSON object)."""
 
-        def write(self, text: str) -> int:
-            lines.extend(json.loads(line) for line in text.splitlines())
-            return len(text)
+        def write(self, data: bytes) -> int:
+            lines.extend(json.loads(line) for line in data.splitlines())
+            return len(data)
 
     rates, swarm, clock, metrics = FakeRates(), FakeSwarm([front()]), Clock(), AutoscalerMetrics()
     autoscaler = Autoscaler(
         rates, swarm, Recommender(0.1, down_stabilization_s=30), metrics,
-        json_log(Capture()), clock,
+        make_log("autoscaler", "scaler-test", file=Capture()), clock,
     )
     return Rig(rates, swarm, clock, metrics, lines, autoscaler)
 
@@ -277,12 +277,15 @@ def test_run_loops_until_stopped(rig):
 
 
 def test_json_log_lines():
-    """Each log call is one JSON object on its own line, with time, level and event."""
-    stream = io.StringIO()
-    log = json_log(stream)
-    log("decision", swarm_service="front_app", desired=4)
-    log("prometheus_unreachable", level="warning", error="refused")
+    """Each log call is one JSON object on its own line: time, level, service, event, then
+    the fields, through the shop's one logging setup."""
+    stream = io.BytesIO()
+    log = make_log("autoscaler", "scaler-1", file=stream)
+    log.info("decision", swarm_service="front_app", desired=4)
+    log.warning("prometheus_unreachable", error="refused")
     first, second = (json.loads(line) for line in stream.getvalue().splitlines())
     assert first["ts"].endswith("Z")
-    assert (first["level"], first["event"], first["desired"]) == ("info", "decision", 4)
+    assert list(first)[:5] == ["ts", "level", "service", "instance", "event"]
+    assert (first["level"], first["service"], first["event"], first["desired"]) == (
+        "info", "autoscaler", "decision", 4)
     assert (second["level"], second["error"]) == ("warning", "refused")

@@ -147,17 +147,21 @@ def short_tries_client(upstreams: Upstreams) -> Iterator[TestClient]:
         yield client
 
 
-def test_hung_try_is_retried_within_the_budget(short_tries_client: TestClient,
-                                              upstreams: Upstreams) -> None:
-    """A replica that hangs costs one try's timeout (0.15 s here); the next try answers."""
+def test_hung_try_gets_a_hedge_within_the_budget(short_tries_client: TestClient,
+                                                upstreams: Upstreams) -> None:
+    """A replica that hangs costs one try's timeout (0.15 s here): then a hedge starts beside
+    the hung try, on another connection, and answers; the hung try is cancelled, not counted
+    as an error."""
     upstreams.prod.faults = [never_answers]
     began = time.monotonic()
     response = short_tries_client.get("/product-detail/2")
     elapsed = time.monotonic() - began
     assert response.status_code == 200
     assert 0.15 <= elapsed < 0.45
+    assert counter(short_tries_client, "shop_upstream_hedges_total", upstream="prod") == 1
     assert counter(short_tries_client, "shop_upstream_errors_total", upstream="prod",
-                   kind="timeout") == 1
+                   kind="timeout") == 0
+    assert upstreams.prod.connections == 2
 
 
 def test_prod_timeout_is_504_within_budget(front_client: TestClient,
@@ -231,17 +235,62 @@ def test_coupon_outage_degrades(front_client: TestClient, upstreams: Upstreams,
     assert counter(front_client, "shop_degraded_responses_total", missing="coupons") == 1
 
 
+def test_a_plain_request_is_one_line(front_client: TestClient,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """A product detail whose upstream calls each answered at the first try writes one line
+    in the front, its access line, which carries what each upstream call did."""
+    capsys.readouterr()
+    front_client.get("/product-detail/2", headers={"X-Request-ID": "plain"})
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    (line,) = [line for line in lines if line["service"] == "front"]
+    assert (line["event"], line["status"], line["request_id"]) == ("request", 200, "plain")
+    for upstream in ("prod", "coupon"):
+        summary = line["upstreams"][upstream]
+        assert (summary["status"], summary["tries"], summary["hedges"], summary["outcome"]) \
+            == (200, 1, 0, "ok")
+        assert 0 < summary["ms"] < 500
+
+
 def test_upstream_calls_are_logged(short_tries_client: TestClient, upstreams: Upstreams,
                                    capsys: pytest.CaptureFixture[str]) -> None:
-    """Each upstream try is a JSON line with timing, try number and outcome, and every line
-    of the request carries its request id."""
+    """A call that needed more than one try logs each try as it ends (number, kind, outcome);
+    its summary on the access line counts them; every line of the request carries its id."""
     upstreams.prod.faults = [never_answers]
     capsys.readouterr()
     short_tries_client.get("/product-detail/1", headers={"X-Request-ID": "logged"})
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    calls = [(line["upstream"], line["attempt"], line["outcome"])
+    calls = [(line["upstream"], line["attempt"], line["kind"], line["outcome"])
              for line in lines if line["event"] == "upstream"]
-    assert sorted(calls) == [("coupon", 1, "ok"), ("prod", 1, "timeout"), ("prod", 2, "ok")]
+    assert sorted(calls) == [("prod", 1, "first", "lost"), ("prod", 2, "hedge", "ok")]
+    (access,) = [line for line in lines if line["event"] == "request"]
+    assert access["upstreams"]["prod"]["tries"] == 2
+    assert access["upstreams"]["prod"]["hedges"] == 1
+    assert access["upstreams"]["coupon"]["tries"] == 1
     front_lines = [line for line in lines if line["service"] == "front"]
     assert {line["request_id"] for line in front_lines} == {"logged"}
     assert [line["event"] for line in front_lines][-1] == "request"
+
+
+def test_warm_up_greets_each_upstream_before_serving(upstreams: Upstreams,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """Before it listens, the front asks each upstream's /health once (its addresses are then
+    in memory and a connection is open), and logs what it found."""
+    settings = front_settings_for(upstreams, upstream_warmup_seconds=2)
+    with TestClient(create_app(settings)):
+        assert [r.path for r in upstreams.prod.requests] == ["/health"]
+        assert [r.path for r in upstreams.coupon.requests] == ["/health"]
+    warmups = [json.loads(line) for line in capsys.readouterr().out.splitlines()
+               if '"warmup"' in line]
+    assert sorted((w["url"].rsplit("/", 1)[0], w["status"]) for w in warmups) == sorted(
+        [(upstreams.prod.url, 200), (upstreams.coupon.url, 200)])
+
+
+def test_warm_up_never_blocks_the_start(upstreams: Upstreams) -> None:
+    """An upstream that does not answer yet (a first deploy) costs the warm-up's bound, and
+    the front starts anyway."""
+    upstreams.prod.always = never_answers
+    settings = front_settings_for(upstreams, upstream_warmup_seconds=0.3)
+    began = time.monotonic()
+    with TestClient(create_app(settings)) as client:
+        assert time.monotonic() - began < 1.0
+        assert client.get("/health").status_code == 200

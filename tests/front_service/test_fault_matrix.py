@@ -8,26 +8,24 @@ answer comes within the upstream budget plus a small margin, nothing goes unhand
 front's metrics say what happened.
 
 How many connections a fault costs: the front tries a call up to 1 + RETRIES times on
-failures that mean "that replica went away or hung", a 5xx at most twice, anything else once.
-Inside each try, aiohttp sends an idempotent GET a second time by itself when its connection
-was closed or reset before the answer (`RESENT`): those faults cost two connections a try.
+failures that mean "that replica went away" (a new try at once), a 5xx at most twice, anything
+else once; a try that hangs gets a hedge beside it after the try timeout (hedging by delay is
+off here), and keeps running until an answer or the budget ends the call. Inside each try,
+aiohttp sends an idempotent GET a second time by itself when its connection was closed or reset
+before the answer (`RESENT`): those faults cost two connections a try.
 """
 
 import asyncio
 import contextlib
 import gzip
-import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import orjson
 import pytest
-from fastapi import FastAPI
 
-from front_service.app import create_app
 from front_service.settings import FrontSettings
 from tests.support.faults import (
     Behaviour,
@@ -43,6 +41,7 @@ from tests.support.faults import (
     resets_on_accept,
     stalls_mid_body,
 )
+from tests.support.front import Front, running_front
 from tests.support.upstreams import Upstreams, front_settings_for
 
 TIMEOUT = 0.6  # SHOP_UPSTREAM_TIMEOUT_SECONDS here: the whole budget of a call
@@ -79,6 +78,7 @@ class Fault:
     kind: str | tuple[str, ...] | None
     tries: int = 1  # tries the front makes before giving up
     connections_per_try: int | range = 1
+    hangs: bool = False  # its tries are hedged (started beside the hung ones), not retried
 
     # The front's answer when the product service does this (several: timing decides).
     prod_status: int | tuple[int, ...] = 502
@@ -125,9 +125,9 @@ TRANSPORT_FAULTS = {
     "gzip that is not gzip": Fault(answers(200, b"not gzip", b"content-encoding: gzip"),
                                    "payload", TRIES),
     "no answer": Fault(never_answers, "timeout", TRIES, prod_status=504,
-                       attempt_timeout=HUNG_ATTEMPT),
+                       attempt_timeout=HUNG_ATTEMPT, hangs=True),
     "body stalls": Fault(stalls_mid_body, "timeout", TRIES, prod_status=504,
-                         attempt_timeout=HUNG_ATTEMPT),
+                         attempt_timeout=HUNG_ATTEMPT, hangs=True),
     "500": Fault(answers(500, b'{"error": "boom"}'), "http_5xx", tries=2),
     "503": Fault(answers(503, b"overloaded"), "http_5xx", tries=2, prod_status=503),
     "429 (a 4xx is not retried)": Fault(answers(429, b"{}"), None),
@@ -195,36 +195,11 @@ COUPON_BODIES = {
 }
 
 
-@dataclass
-class Front:
-    app: FastAPI
-    client: httpx.AsyncClient
-    elapsed: list[float] = field(default_factory=list)
-
-    async def get(self, path: str = "/product-detail/2") -> httpx.Response:
-        start = time.perf_counter()
-        response = await self.client.get(path)
-        self.elapsed.append(time.perf_counter() - start)
-        return response
-
-    def counter(self, name: str, **labels: str) -> float:
-        return self.app.state.metrics.registry.get_sample_value(name, labels) or 0.0
-
-
 def settings_for(upstreams: Upstreams, **changes: Any) -> FrontSettings:
     return front_settings_for(upstreams, **{
         "instance": "front-faults", "upstream_timeout_seconds": TIMEOUT,
         "upstream_attempt_timeout_seconds": TIMEOUT, "upstream_connect_timeout_seconds": TIMEOUT,
         "upstream_retries": RETRIES, **changes})
-
-
-@asynccontextmanager
-async def running_front(settings: FrontSettings) -> AsyncIterator[Front]:
-    """The front with its lifespan (and so its aiohttp session) running on the test's loop."""
-    app = create_app(settings)
-    async with app.router.lifespan_context(app), httpx.AsyncClient(
-            transport=httpx.ASGITransport(app), base_url="http://front.test") as client:
-        yield Front(app, client)
 
 
 @contextlib.contextmanager
@@ -296,7 +271,11 @@ def assert_counted(front: Front, upstreams: Upstreams, upstream: str, fault: Fau
         kinds = (fault.kind,) if isinstance(fault.kind, str) else fault.kind
         assert sum(front.counter("shop_upstream_errors_total", upstream=upstream, kind=kind)
                    for kind in kinds) == fault.tries
-    assert front.counter("shop_upstream_retries_total", upstream=upstream) == fault.tries - 1
+    started_after = "hedges" if fault.hangs else "retries"
+    assert front.counter(f"shop_upstream_{started_after}_total", upstream=upstream) \
+        == fault.tries - 1
+    assert front.counter("shop_upstream_retries_total", upstream=upstream) \
+        + front.counter("shop_upstream_hedges_total", upstream=upstream) == fault.tries - 1
     if isinstance(fault.behaviour, str):
         assert upstreams[upstream].connections == 0
     else:
@@ -360,16 +339,17 @@ async def test_coupon_data_that_is_not_fatal(front: Front, upstreams: Upstreams,
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("upstream", ["prod", "coupon"])
-@pytest.mark.parametrize(("first_try", "connections", "attempt_timeout"), [
-    ([closes_after_request] * RESENT, RESENT + 1, TIMEOUT),
-    ([resets_after_request] * RESENT, RESENT + 1, TIMEOUT),
-    ([never_answers], 2, HUNG_ATTEMPT),
-    ([answers(503, b"")], 2, TIMEOUT),
+@pytest.mark.parametrize(("first_try", "connections", "attempt_timeout", "second_try"), [
+    ([closes_after_request] * RESENT, RESENT + 1, TIMEOUT, "retries"),
+    ([resets_after_request] * RESENT, RESENT + 1, TIMEOUT, "retries"),
+    ([never_answers], 2, HUNG_ATTEMPT, "hedges"),
+    ([answers(503, b"")], 2, TIMEOUT, "retries"),
 ], ids=["dropped", "reset", "hung", "503"])
 async def test_one_failed_try_then_success(upstreams: Upstreams, upstream: str,
                                            first_try: list[Behaviour], connections: int,
-                                           attempt_timeout: float) -> None:
-    """A replica going away, hanging or answering one 5xx costs a retry, not an error."""
+                                           attempt_timeout: float, second_try: str) -> None:
+    """A replica going away or answering one 5xx costs a retry, one hanging costs a hedge;
+    neither is an error."""
     upstreams[upstream].faults = list(first_try)
     settings = settings_for(upstreams, upstream_attempt_timeout_seconds=attempt_timeout)
     async with running_front(settings) as front:
@@ -378,7 +358,7 @@ async def test_one_failed_try_then_success(upstreams: Upstreams, upstream: str,
         assert "x-degraded" not in response.headers
         assert response.json()["couponPrice"] == 155_200
         assert upstreams[upstream].connections == connections
-        assert front.counter("shop_upstream_retries_total", upstream=upstream) == 1
+        assert front.counter(f"shop_upstream_{second_try}_total", upstream=upstream) == 1
 
 
 @pytest.mark.anyio

@@ -27,24 +27,35 @@ def start_shop(start_service: StartService, front_env: dict[str, str] | None = N
     return prod, coupon, front
 
 
+def lines_of(process: Process, request_id: str) -> list[dict[str, object]]:
+    """The process's JSON lines that carry `request_id`, once its request line is written."""
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        lines = [json.loads(line) for line in process.log_lines() if line.startswith("{")]
+        mine = [line for line in lines if line.get("request_id") == request_id]
+        if any(line["event"] == "request" for line in mine):
+            return mine
+        time.sleep(0.05)
+    pytest.fail(f"no request line with the request id in the {process.name} log")
+
+
 def test_product_detail_end_to_end(start_service: StartService) -> None:
-    """Three real uvicorn processes: the front aggregates prod and coupon over HTTP."""
+    """Three real uvicorn processes: the front aggregates prod and coupon over HTTP, and the
+    call is three log lines in all, one per service, each with the request id; the front's
+    says what each upstream call did."""
     prod, coupon, front = start_shop(start_service)
     response = httpx.get(f"{front.url}/product-detail/2", headers={"X-Request-ID": "e2e-1"})
     assert response.status_code == 200
     assert response.json()["couponPrice"] == 155200
     assert response.headers["x-request-id"] == "e2e-1"
-    for process in (prod, coupon, front):
-        # Request lines reach stdout as JSON: the id follows the call through all three.
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            lines = [json.loads(line) for line in process.log_lines() if line.startswith("{")]
-            if any(line.get("request_id") == "e2e-1" and line["event"] == "request"
-                   for line in lines):
-                break
-            time.sleep(0.05)
-        else:
-            pytest.fail(f"no request line with the request id in the {process.name} log")
+    lines = {process.name: lines_of(process, "e2e-1") for process in (prod, coupon, front)}
+    assert {name: [line["event"] for line in mine] for name, mine in lines.items()} == {
+        "prod": ["request"], "coupon": ["request"], "front": ["request"]}
+    upstreams = lines["front"][0]["upstreams"]
+    assert isinstance(upstreams, dict)
+    assert {name: (call["status"], call["tries"], call["outcome"])
+            for name, call in upstreams.items()} == {
+        "prod": (200, 1, "ok"), "coupon": (200, 1, "ok")}
 
 
 def test_coupon_service_down_degrades_for_real(start_service: StartService) -> None:

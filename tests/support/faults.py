@@ -99,6 +99,14 @@ def answers(status: int, body: bytes, *headers: bytes) -> Behaviour:
     return raw_reply(http_reply(status, body, *headers))
 
 
+def after(seconds: float, behaviour: Behaviour) -> Behaviour:
+    """`behaviour`, `seconds` late: a replica short of CPU that still answers."""
+    async def late(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(seconds)
+        await behaviour(reader, writer)
+    return late
+
+
 async def resets_on_accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     abort_with_rst(writer)
 
