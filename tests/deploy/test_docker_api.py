@@ -19,6 +19,7 @@ from pathlib import Path
 
 import docker
 import docker.errors
+import docker.types
 import httpx
 import pytest
 
@@ -121,8 +122,9 @@ def test_autoscaler_calls_pass_through_its_proxy(autoscaler_proxy: str) -> None:
     client = sdk(autoscaler_proxy)
     assert client.ping() is True
     assert isinstance(client.services.list(), list)
+    spec = docker.types.TaskTemplate(docker.types.ContainerSpec("busybox"))
     with pytest.raises(docker.errors.NotFound) as missing:
-        client.api.update_service("no-such-service-here", 1, name="no-such-service-here")
+        client.api.update_service("no-such-service-here", 1, task_template=spec)
     assert REFUSED not in str(missing.value)
 
 

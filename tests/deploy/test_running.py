@@ -5,15 +5,14 @@ test (tests/deploy/test_shop_stack.py) runs the same on a real swarm."""
 
 from __future__ import annotations
 
-import json
 import re
-import stat
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
+from tests.support.stand_in import stand_in_docker
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "running.sh"
@@ -41,14 +40,7 @@ def docker(tmp_path: Path) -> Callable[[dict[str, dict[str, object]]], str]:
     """A function that writes a stand-in docker for the given services; returns its path."""
 
     def make(services: dict[str, dict[str, object]]) -> str:
-        table = tmp_path / "services.json"
-        table.write_text(json.dumps(services))
-        program = tmp_path / "fake_docker.py"
-        program.write_text(FAKE_DOCKER)
-        wrapper = tmp_path / "docker"
-        wrapper.write_text(f'#!/bin/sh\nexec {sys.executable} {program} {table} "$@"\n')
-        wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
-        return str(wrapper)
+        return stand_in_docker(tmp_path, FAKE_DOCKER, services)
 
     return make
 
