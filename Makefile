@@ -15,9 +15,10 @@
 #   make load RATE=200 SECONDS=30      bounded load on the entry point, live progress line
 #   make down                          remove the stacks, then the networks
 #
-#   make shop-deploy                   the whole shop as one stack `shop` (stacks/shop.yml), each
-#                                      service at its *_TAG and *_REPLICAS (default IMG_TAG,
-#                                      REPLICAS); with NO_IPVS=1 stacks/shop.no-ipvs.yml, edge included
+#   make shop-deploy                   the whole shop as one stack `shop` (stacks/shop.yml),
+#                                      each service at its *_TAG and *_REPLICAS (default
+#                                      IMG_TAG, REPLICAS); NO_IPVS=1: stacks/shop.no-ipvs.yml,
+#                                      the edge inside the stack
 #   make shop-update SERVICE=front     that service to IMG_TAG=2; the others keep what they run
 #   make shop-status / shop-down       the stack's services and tasks / remove it, networks and all
 #   make stacks                        write the stack files from stacks/definition.yml
@@ -229,6 +230,9 @@ SHOP_ENV = SHOP_NAMESPACE=$(IMAGE_NAMESPACE) \
 	$(if $(filter 1,$(NO_IPVS)),EDGE_PORT=$(EDGE_PORT) EDGE_IMAGE=$(STACK_EDGE_IMAGE))
 # $(call RUNNING,SERVICE,tag|replicas,DEFAULT): what SERVICE of the stack runs now.
 RUNNING = $(shell DOCKER=$(DOCKER) scripts/running.sh $(SHOP_STACK)_$(1) $(2) $(3))
+# $(call UPDATED_TAG,SERVICE): IMG_TAG for the service being updated, else the tag it runs.
+UPDATED_TAG = $(if $(filter $(1),$(SERVICE)),$(IMG_TAG),$(call RUNNING,$(1),tag,$(IMG_TAG)))
+SHOP_LABEL = label=com.docker.stack.namespace=$(SHOP_STACK)
 
 shop-deploy:
 	$(strip $(SHOP_ENV)) $(DEPLOY) -c $(SHOP_FILE) $(SHOP_STACK)
@@ -236,9 +240,9 @@ shop-deploy:
 # `docker stack deploy` applies the whole file: SERVICE gets IMG_TAG, every other service the
 # tag it runs, and each keeps its replica count, so only SERVICE's tasks are replaced.
 shop-update: IMG_TAG = 2
-shop-update: PROD_TAG = $(if $(filter prod,$(SERVICE)),$(IMG_TAG),$(call RUNNING,prod,tag,$(IMG_TAG)))
-shop-update: COUPON_TAG = $(if $(filter coupon,$(SERVICE)),$(IMG_TAG),$(call RUNNING,coupon,tag,$(IMG_TAG)))
-shop-update: FRONT_TAG = $(if $(filter front,$(SERVICE)),$(IMG_TAG),$(call RUNNING,front,tag,$(IMG_TAG)))
+shop-update: PROD_TAG = $(call UPDATED_TAG,prod)
+shop-update: COUPON_TAG = $(call UPDATED_TAG,coupon)
+shop-update: FRONT_TAG = $(call UPDATED_TAG,front)
 shop-update: PROD_REPLICAS = $(call RUNNING,prod,replicas,$(REPLICAS))
 shop-update: COUPON_REPLICAS = $(call RUNNING,coupon,replicas,$(REPLICAS))
 shop-update: FRONT_REPLICAS = $(call RUNNING,front,replicas,$(REPLICAS))
@@ -256,7 +260,8 @@ shop-down:
 	$(DOCKER) stack rm $(SHOP_STACK)
 	@echo "waiting for the stack's containers and networks to go"
 	@for i in $$(seq 60); do \
-		[ -z "$$($(DOCKER) ps -aq --filter label=com.docker.stack.namespace=$(SHOP_STACK))$$($(DOCKER) network ls -q --filter label=com.docker.stack.namespace=$(SHOP_STACK))" ] && break; \
+		[ -z "$$($(DOCKER) ps -aq --filter $(SHOP_LABEL); \
+			$(DOCKER) network ls -q --filter $(SHOP_LABEL))" ] && break; \
 		sleep 1; done
 
 # The stack files of the shop's services, the edge and the one stack, from one definition.
@@ -280,7 +285,8 @@ test-cluster:
 
 # $(call DOCKER_API_DIGEST,CONSUMER): names the proxy's configs after their content, so a
 # changed allow-list or haproxy.cfg is a new swarm config (configs cannot change in place).
-DOCKER_API_DIGEST = $(shell cat stacks/docker-api/haproxy.cfg stacks/docker-api/$(1).lst | sha256sum | cut -c1-12)
+DOCKER_API_DIGEST = $(shell cat stacks/docker-api/haproxy.cfg stacks/docker-api/$(1).lst \
+	| sha256sum | cut -c1-12)
 
 define newline
 
