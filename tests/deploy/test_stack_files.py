@@ -3,7 +3,11 @@ deployment promises: rolling updates that roll back by themselves, healthchecks 
 curl, a stop grace period that covers the drain, hardened containers, the right networks;
 the override for hosts without IPVS changes only what it must; the whole shop as one stack
 runs every service exactly as its own stack does; they are all written by `make stacks`
-from stacks/definition.yml; and only the Docker API proxies mount the engine's socket."""
+from stacks/definition.yml; and only the Docker API proxies mount the engine's socket.
+
+One module, longer than most: the files are checked against each other (the one stack
+against the per-service stacks, the no-IPVS variants against the plain ones, the proxy with
+its consumer), with one rendering fixture."""
 
 from __future__ import annotations
 
