@@ -15,6 +15,14 @@
 #   make load RATE=200 SECONDS=30      bounded load on the entry point, live progress line
 #   make down                          remove the stacks, then the networks
 #
+#   make shop-deploy                   the whole shop as one stack `shop` (stacks/shop.yml),
+#                                      each service at its *_TAG and *_REPLICAS (default
+#                                      IMG_TAG, REPLICAS); NO_IPVS=1: stacks/shop.no-ipvs.yml,
+#                                      the edge inside the stack
+#   make shop-update SERVICE=front     that service to IMG_TAG=2; the others keep what they run
+#   make shop-status / shop-down       the stack's services and tasks / remove it, networks and all
+#   make stacks                        write the stack files from stacks/definition.yml
+#
 #   make cluster-up                    a three-node swarm on this machine (scripts/cluster.sh),
 #                                      with an image registry on its manager
 #   make cluster-deploy                push to that registry, deploy the stacks from it
@@ -37,7 +45,8 @@
 # RELEASES, REGISTRY, REPLICAS, SERVICE, NO_IPVS, EDGE_PORT, EDGE_IMAGE; for autoscaling
 # AUTOSCALE_MIN, AUTOSCALE_MAX, AUTOSCALE_TARGET_RPS (the front's labels), AUTOSCALE_INTERVAL_S,
 # AUTOSCALE_DOWN_STABILIZATION_S, AUTOSCALE_RATE_WINDOW_S, PROMETHEUS_IMAGE, PROMETHEUS_PORT,
-# AUTOSCALER_IMAGE, DOCKER_GID; for the load RATE, SECONDS.
+# AUTOSCALER_IMAGE, DOCKER_GID; for the load RATE, SECONDS; for the one stack SHOP_STACK,
+# PROD_TAG, COUPON_TAG, FRONT_TAG, PROD_REPLICAS, COUPON_REPLICAS, FRONT_REPLICAS.
 #
 # While the autoscaler runs, deploy/update/scale keep an autoscaled service's current replica
 # count when it is above REPLICAS (scripts/autoscaled-replicas.sh): they never lower it.
@@ -69,6 +78,13 @@ PYTHON           ?= .venv/bin/python
 RATE             ?= 200
 SECONDS          ?= 30
 VERSION        ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+SHOP_STACK     ?= shop
+PROD_TAG       ?= $(IMG_TAG)
+COUPON_TAG     ?= $(IMG_TAG)
+FRONT_TAG      ?= $(IMG_TAG)
+PROD_REPLICAS   ?= $(REPLICAS)
+COUPON_REPLICAS ?= $(REPLICAS)
+FRONT_REPLICAS  ?= $(REPLICAS)
 
 ifneq ($(REGISTRY),)
 # Images from a registry: swarm asks it for each image's digest and pins the service to it,
@@ -112,7 +128,7 @@ BUILD = $(DOCKER) build -f docker/Dockerfile --build-arg BASE_IMAGE=$(BASE_IMAGE
 
 .PHONY: help base-images wheels networks build push deploy deploy-edge status scale update \
 	rollback down cluster-up cluster-deploy cluster-status cluster-down test-cluster \
-	autoscale load
+	autoscale load stacks shop-deploy shop-update shop-status shop-down
 
 help:
 	@sed -n '1,/^$$/p' Makefile
@@ -186,13 +202,15 @@ down:
 
 # Prometheus and the autoscaler, next to the stacks of `make deploy` (with or without NO_IPVS:
 # both services run one task with dnsrr, the UI is published in host mode).
+# The autoscaler reaches the engine through its filtering proxy (stacks/docker-api.yml).
 autoscale: networks
-	DOCKER_GID=$(DOCKER_GID) PROMETHEUS_IMAGE=$(PROMETHEUS_IMAGE) \
+	DOCKER_API_CONSUMER=autoscaler DOCKER_API_CONFIG_VERSION=$(call DOCKER_API_DIGEST,autoscaler) \
+		DOCKER_GID=$(DOCKER_GID) EDGE_IMAGE=$(STACK_EDGE_IMAGE) PROMETHEUS_IMAGE=$(PROMETHEUS_IMAGE) \
 		PROMETHEUS_PORT=$(PROMETHEUS_PORT) AUTOSCALER_IMAGE=$(AUTOSCALER_IMAGE) \
 		AUTOSCALE_INTERVAL_S=$(AUTOSCALE_INTERVAL_S) \
 		AUTOSCALE_DOWN_STABILIZATION_S=$(AUTOSCALE_DOWN_STABILIZATION_S) \
 		AUTOSCALE_RATE_WINDOW_S=$(AUTOSCALE_RATE_WINDOW_S) \
-		$(DEPLOY) -c stacks/autoscale.yml autoscale
+		$(DEPLOY) -c stacks/autoscale.yml -c stacks/docker-api.yml autoscale
 
 # RATE requests/s for SECONDS seconds (at most 600) on the shop's entry point on this machine,
 # with one live progress line: sent, failed, p99, the front's replicas.
@@ -200,6 +218,55 @@ load:
 	$(PYTHON) -m shop_tools.load --rate $(RATE) --duration $(SECONDS) \
 		--url http://127.0.0.1:$(EDGE_PORT)/product-detail/2 --service front_app \
 		--docker $(DOCKER)
+
+# The whole shop as one stack: one deploy, one `docker stack rm`, its own networks. The
+# per-service targets above are the tutorial's walk; use one path or the other, not both.
+SHOP_FILE := $(if $(filter 1,$(NO_IPVS)),stacks/shop.no-ipvs.yml,stacks/shop.yml)
+SHOP_ENV = SHOP_NAMESPACE=$(IMAGE_NAMESPACE) \
+	PROD_TAG=$(PROD_TAG) COUPON_TAG=$(COUPON_TAG) FRONT_TAG=$(FRONT_TAG) \
+	PROD_REPLICAS=$(PROD_REPLICAS) COUPON_REPLICAS=$(COUPON_REPLICAS) \
+	FRONT_REPLICAS=$(FRONT_REPLICAS) AUTOSCALE_MIN=$(AUTOSCALE_MIN) \
+	AUTOSCALE_MAX=$(AUTOSCALE_MAX) AUTOSCALE_TARGET_RPS=$(AUTOSCALE_TARGET_RPS) \
+	$(if $(filter 1,$(NO_IPVS)),EDGE_PORT=$(EDGE_PORT) EDGE_IMAGE=$(STACK_EDGE_IMAGE))
+# $(call RUNNING,SERVICE,tag|replicas,DEFAULT): what SERVICE of the stack runs now.
+RUNNING = $(shell DOCKER=$(DOCKER) scripts/running.sh $(SHOP_STACK)_$(1) $(2) $(3))
+# $(call UPDATED_TAG,SERVICE): IMG_TAG for the service being updated, else the tag it runs.
+UPDATED_TAG = $(if $(filter $(1),$(SERVICE)),$(IMG_TAG),$(call RUNNING,$(1),tag,$(IMG_TAG)))
+SHOP_LABEL = label=com.docker.stack.namespace=$(SHOP_STACK)
+
+shop-deploy:
+	$(strip $(SHOP_ENV)) $(DEPLOY) -c $(SHOP_FILE) $(SHOP_STACK)
+
+# `docker stack deploy` applies the whole file: SERVICE gets IMG_TAG, every other service the
+# tag it runs, and each keeps its replica count, so only SERVICE's tasks are replaced.
+shop-update: IMG_TAG = 2
+shop-update: PROD_TAG = $(call UPDATED_TAG,prod)
+shop-update: COUPON_TAG = $(call UPDATED_TAG,coupon)
+shop-update: FRONT_TAG = $(call UPDATED_TAG,front)
+shop-update: PROD_REPLICAS = $(call RUNNING,prod,replicas,$(REPLICAS))
+shop-update: COUPON_REPLICAS = $(call RUNNING,coupon,replicas,$(REPLICAS))
+shop-update: FRONT_REPLICAS = $(call RUNNING,front,replicas,$(REPLICAS))
+shop-update:
+	$(if $(filter $(SERVICE),$(SERVICES)),,$(error SERVICE must be one of $(SERVICES)))
+	$(strip $(SHOP_ENV)) $(DEPLOY) -c $(SHOP_FILE) $(SHOP_STACK)
+
+shop-status:
+	$(DOCKER) stack services $(SHOP_STACK)
+	$(DOCKER) stack ps --filter desired-state=running $(SHOP_STACK)
+
+# `docker stack rm` returns at once; its tasks drain (up to stop_grace_period) before the
+# stack's networks can go.
+shop-down:
+	$(DOCKER) stack rm $(SHOP_STACK)
+	@echo "waiting for the stack's containers and networks to go"
+	@for i in $$(seq 60); do \
+		[ -z "$$($(DOCKER) ps -aq --filter $(SHOP_LABEL); \
+			$(DOCKER) network ls -q --filter $(SHOP_LABEL))" ] && break; \
+		sleep 1; done
+
+# The stack files of the shop's services, the edge and the one stack, from one definition.
+stacks:
+	$(PYTHON) scripts/render_stacks.py
 
 cluster-up:
 	scripts/cluster.sh up
@@ -215,6 +282,11 @@ cluster-down:
 
 test-cluster:
 	.venv/bin/python -m pytest -m cluster -p no:cacheprovider
+
+# $(call DOCKER_API_DIGEST,CONSUMER): names the proxy's configs after their content, so a
+# changed allow-list or haproxy.cfg is a new swarm config (configs cannot change in place).
+DOCKER_API_DIGEST = $(shell cat stacks/docker-api/haproxy.cfg stacks/docker-api/$(1).lst \
+	| sha256sum | cut -c1-12)
 
 define newline
 

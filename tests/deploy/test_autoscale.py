@@ -305,3 +305,24 @@ def test_load_step_scales_the_front_out_and_back_without_a_failed_request(
                 "target_rps"} <= set(decision)
         assert decision["target_rps"] == TARGET_RPS
     assert ups[0]["total_rps"] > 2 * TARGET_RPS * 1.1  # it scaled on the load, not on nothing
+
+
+def test_only_the_proxy_mounts_the_docker_socket(autoscaling: Autoscaling) -> None:
+    """While the shop autoscales, no container of its stacks mounts the engine's socket but
+    the autoscaler's proxy (read-only); the autoscaler reaches the engine through it, and the
+    proxy refused none of its calls (it logs refusals, and nothing else)."""
+    docker = autoscaling.shop.docker
+    ids = docker.out("ps", "-q", "--filter", "label=com.docker.stack.namespace").split()
+    template = ('{{index .Config.Labels "com.docker.swarm.service.name"}} '
+                '{{range .Mounts}}{{if eq .Source "/var/run/docker.sock"}}socket:{{.RW}}{{end}}'
+                '{{end}}')
+    lines = docker.out("inspect", "-f", template, *ids).splitlines()
+    services = {line.partition(" ")[0] for line in lines}
+    with_socket = {(line.partition(" ")[0], line.partition(" ")[2])
+                   for line in lines if line.partition(" ")[2]}
+    assert with_socket == {("autoscale_docker-api", "socket:false")}
+    assert {"autoscale_scaler", "front_app", "edge_proxy"} <= services
+    (proxy,) = [c.id for c in autoscaling.shop.containers("autoscale_docker-api")]
+    # The container's own log: `docker service logs` can hang on Engine 20.10.
+    logs = docker.run("logs", proxy)
+    assert " 403 " not in logs.stdout + logs.stderr

@@ -5,15 +5,14 @@ Here against a stand-in `docker` that answers `service inspect` from a table; th
 
 from __future__ import annotations
 
-import json
 import re
-import stat
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.support.stand_in import stand_in_docker
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "autoscaled-replicas.sh"
@@ -49,14 +48,7 @@ def docker(tmp_path: Path):
     """A function that writes a stand-in docker for the given services and returns its path."""
 
     def make(services: dict[str, dict[str, Any]]) -> str:
-        table = tmp_path / "services.json"
-        table.write_text(json.dumps(services))
-        program = tmp_path / "fake_docker.py"
-        program.write_text(FAKE_DOCKER)
-        wrapper = tmp_path / "docker"
-        wrapper.write_text(f'#!/bin/sh\nexec {sys.executable} {program} {table} "$@"\n')
-        wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
-        return str(wrapper)
+        return stand_in_docker(tmp_path, FAKE_DOCKER, services)
 
     return make
 

@@ -1,13 +1,21 @@
 """The stack files render with `docker stack config` (no engine needed) and say what the
 deployment promises: rolling updates that roll back by themselves, healthchecks without
 curl, a stop grace period that covers the drain, hardened containers, the right networks;
-and the override for hosts without IPVS changes only what it must."""
+the override for hosts without IPVS changes only what it must; the whole shop as one stack
+runs every service exactly as its own stack does; they are all written by `make stacks`
+from stacks/definition.yml; and only the Docker API proxies mount the engine's socket.
+
+One module, longer than most: the files are checked against each other (the one stack
+against the per-service stacks, the no-IPVS variants against the plain ones, the proxy with
+its consumer), with one rendering fixture."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -172,7 +180,14 @@ def test_edge_is_published_in_host_mode_with_its_config(render: Any) -> None:
     assert cfg["target"] == "/usr/local/etc/haproxy/haproxy.cfg"
     source = Path(config["configs"][cfg["source"]]["file"])
     assert source == STACKS / "edge" / "haproxy.cfg"
-    assert "tasks.front_app:8080" in source.read_text()
+    # The config's name carries a digest of the file: a changed file is a new swarm config.
+    assert cfg["source"] == "haproxy_cfg_" + hashlib.sha256(source.read_bytes()).hexdigest()[:8]
+    # It finds the fronts by the alias every front stack gives them on `frontend`.
+    (target,) = re.findall(r"^\s*server-template front \d+ tasks\.(\S+):8080$",
+                           source.read_text(), re.M)
+    for name, key in [("front.yml", "app"), ("front.no-ipvs.yml", "app"), ("shop.yml", "front"),
+                      ("shop.no-ipvs.yml", "front")]:
+        assert render(name)["services"][key]["networks"]["frontend"] == {"aliases": [target]}
 
 
 def test_makefile_steps_use_existing_stack_files() -> None:
@@ -328,18 +343,21 @@ def test_front_carries_the_autoscale_labels(render: Any, name: str) -> None:
     }
 
 
-def one_task_on_a_manager(
-    config: dict[str, Any], name: str, image: str, user: str
-) -> dict[str, Any]:
-    """Check what both autoscale services share; return the service's spec."""
+def one_task(config: dict[str, Any], name: str, image: str, user: str) -> dict[str, Any]:
+    """Check what the autoscale stack's services share; return the service's spec."""
     spec = config["services"][name]
     assert (spec["image"], spec["user"]) == (image, user)
     assert spec["read_only"] is True
     assert spec["cap_drop"] == ["ALL"]
     assert spec["deploy"]["replicas"] == 1
-    assert spec["deploy"]["placement"]["constraints"] == ["node.role == manager"]
     assert spec["deploy"]["endpoint_mode"] == "dnsrr"  # no VIP: works without IPVS
     return spec
+
+
+def render_autoscale(render: Any, env: dict[str, str]) -> dict[str, Any]:
+    """The autoscale stack as `make autoscale` deploys it: with its Docker API proxy."""
+    return render("autoscale.yml", "docker-api.yml",
+                  env={"DOCKER_API_CONSUMER": "autoscaler", **env})
 
 
 @docker
@@ -347,8 +365,9 @@ def test_autoscale_stack_prometheus(render: Any) -> None:
     """Prometheus: one task on a manager, its config as a swarm config, data in a tmpfs
     volume it owns, its UI in host mode on PROMETHEUS_PORT, on `backend` (to find every
     replica) and the internal `metrics` network; hardened like the shop's services."""
-    config = render("autoscale.yml", env=AUTOSCALE_ENV)
-    spec = one_task_on_a_manager(config, "prometheus", "acme/prometheus:9", "65534:65534")
+    config = render_autoscale(render, AUTOSCALE_ENV)
+    spec = one_task(config, "prometheus", "acme/prometheus:9", "65534:65534")
+    assert spec["deploy"]["placement"]["constraints"] == ["node.role == manager"]
     assert spec["ports"] == [
         {"mode": "host", "target": 9090, "published": 19090, "protocol": "tcp"}
     ]
@@ -370,25 +389,61 @@ def test_autoscale_stack_prometheus(render: Any) -> None:
 
 @docker
 def test_autoscale_stack_scaler(render: Any) -> None:
-    """The autoscaler: one task on a manager with the engine's socket, as uid 10001 in the
-    socket's group, read-only, no capabilities, no published port, on `metrics` only."""
-    config = render("autoscale.yml", env=AUTOSCALE_ENV)
-    spec = one_task_on_a_manager(config, "scaler", "acme/autoscaler:9", "10001:105")
+    """The autoscaler: one task, as uid 10001, read-only, no capabilities, no published port,
+    no Docker socket: its engine is the stack's docker-api proxy (DOCKER_HOST), which it
+    reaches on the internal `docker-api` network; its metrics on `metrics`."""
+    config = render_autoscale(render, AUTOSCALE_ENV)
+    spec = one_task(config, "scaler", "acme/autoscaler:9", "10001:10001")
     assert "ports" not in spec
-    assert set(spec["networks"]) == {"metrics"}
+    assert set(spec["networks"]) == {"metrics", "docker-api"}
     assert spec["deploy"]["update_config"]["order"] == "stop-first"  # never two at once
-    sockets = [v for v in spec["volumes"] if v["type"] == "bind"]
-    assert sockets == [{"type": "bind", "source": "/var/run/docker.sock",
-                        "target": "/var/run/docker.sock"}]
+    assert [v for v in spec["volumes"] if v["type"] != "tmpfs"] == []
     env = spec["environment"]
+    assert env["DOCKER_HOST"] == "tcp://docker-api:2375"
+    assert "docker-api" in config["services"]
     assert env["AUTOSCALE_PROMETHEUS_URL"] == "http://prometheus:9090"
     assert (env["AUTOSCALE_INTERVAL_S"], env["AUTOSCALE_DOWN_STABILIZATION_S"]) == ("2", "30")
     assert "curl" not in " ".join(spec["healthcheck"]["test"])
-    defaults = render("autoscale.yml", env={})["services"]
+    defaults = render_autoscale(render, {})["services"]
     assert defaults["scaler"]["environment"]["AUTOSCALE_DOWN_STABILIZATION_S"] == "60"
     assert defaults["scaler"]["environment"]["AUTOSCALE_INTERVAL_S"] == "5"
     assert defaults["prometheus"]["image"] == "prom/prometheus:v2.53.5"
     assert defaults["prometheus"]["ports"][0]["published"] == 9090
+
+
+@docker
+def test_docker_api_proxy_is_the_only_way_to_the_socket(
+    render: Any, stack_config_client: str
+) -> None:
+    """The proxy: the edge's HAProxy image as Debian's haproxy user in the socket's group
+    (DOCKER_GID), read-only, no capabilities, the socket mounted read-only, one task on a
+    manager, on the internal network `docker-api` only, no published port; haproxy.cfg and
+    the consumer's allow-list as configs named after the consumer. Without a consumer the
+    file does not render."""
+    config = render_autoscale(render, {**AUTOSCALE_ENV, "EDGE_IMAGE": "acme/edge:9",
+                                       "DOCKER_API_CONFIG_VERSION": "abc"})
+    spec = one_task(config, "docker-api", "acme/edge:9", "100:105")
+    assert spec["deploy"]["placement"]["constraints"] == ["node.role == manager"]
+    assert "ports" not in spec
+    assert set(spec["networks"]) == {"docker-api"}
+    assert config["networks"]["docker-api"] == {"driver": "overlay", "internal": True}
+    (socket,) = [v for v in spec["volumes"] if v["type"] == "bind"]
+    assert socket == {"type": "bind", "source": "/var/run/docker.sock",
+                      "target": "/var/run/docker.sock", "read_only": True}
+    targets = {c["target"]: config["configs"][c["source"]] for c in spec["configs"]}
+    assert targets["/usr/local/etc/haproxy/haproxy.cfg"] == {
+        "name": "autoscaler_docker_api_cfg_abc", "file": str(STACKS / "docker-api/haproxy.cfg")}
+    assert targets["/usr/local/etc/haproxy/allow.lst"] == {
+        "name": "autoscaler_docker_api_allow_abc",
+        "file": str(STACKS / "docker-api/autoscaler.lst")}
+    assert "allow.lst" in (STACKS / "docker-api/haproxy.cfg").read_text()
+
+    missing = subprocess.run(
+        [stack_config_client, "stack", "config", "-c", str(STACKS / "docker-api.yml")],
+        capture_output=True, text=True, timeout=60, env=_base_env(),
+    )
+    assert missing.returncode != 0
+    assert "DOCKER_API_CONSUMER" in missing.stderr
 
 
 def test_prometheus_config_scrapes_every_replica_of_the_shop() -> None:
@@ -428,7 +483,8 @@ def test_makefile_autoscale_and_load_targets() -> None:
 
     for no_ipvs in ("0", "1"):
         out = dry("autoscale", f"NO_IPVS={no_ipvs}", "PROMETHEUS_IMAGE=shop/prometheus:bookworm")
-        assert "-c stacks/autoscale.yml autoscale" in out
+        assert "-c stacks/autoscale.yml -c stacks/docker-api.yml autoscale" in out
+        assert "DOCKER_API_CONSUMER=autoscaler " in out
         assert "PROMETHEUS_IMAGE=shop/prometheus:bookworm" in out
     load = dry("load", "RATE=150", "SECONDS=20", "EDGE_PORT=8000")
     assert "--rate 150 --duration 20" in load
@@ -437,3 +493,115 @@ def test_makefile_autoscale_and_load_targets() -> None:
     assert "stack rm autoscale " in down
     assert "volume rm autoscale_prometheus-data" in down
     assert "--target autoscaler" in dry("build")
+
+
+def test_stack_files_are_what_the_definition_gives() -> None:
+    """Every generated stack file is exactly what `make stacks` writes from
+    stacks/definition.yml: an edit to a generated file, or to the definition or
+    stacks/edge/haproxy.cfg without `make stacks`, fails here."""
+    result = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "render_stacks.py"), "--check"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    generated = [name for name in ("prod.yml", "coupon.yml", "front.yml", "no-ipvs.yml",
+                                   "front.no-ipvs.yml", "edge.yml", "shop.yml", "shop.no-ipvs.yml")
+                 if (STACKS / name).read_text().startswith("# Generated by `make stacks`")]
+    assert len(generated) == 8
+
+
+SHOP_ENV = {**ENV, "EDGE_IMAGE": "acme/edge:7"}
+for _name in ("PROD", "COUPON", "FRONT"):
+    SHOP_ENV |= {f"{_name}_TAG": "7", f"{_name}_REPLICAS": "3"}
+
+
+@docker
+def test_one_stack_runs_each_service_as_its_own_stack_does(render: Any) -> None:
+    """shop.yml's prod, coupon and front are the per-service stacks' services, setting for
+    setting (update, rollback, health, stop, resources, hardening, aliases, the front's port
+    and labels); shop.no-ipvs.yml's are those of the no-IPVS files, and its edge is
+    stacks/edge.yml's. Only the networks differ: the one stack owns its own."""
+    shop = render("shop.yml", env=SHOP_ENV)
+    for service in ("prod", "coupon", "front"):
+        assert shop["services"][service] == app(render(f"{service}.yml", env=SHOP_ENV))
+    assert set(shop["services"]) == {"prod", "coupon", "front"}
+
+    no_ipvs = render("shop.no-ipvs.yml", env=SHOP_ENV)
+    for service in ("prod", "coupon"):
+        assert no_ipvs["services"][service] == app(
+            render(f"{service}.yml", "no-ipvs.yml", env=SHOP_ENV))
+    assert no_ipvs["services"]["front"] == app(render("front.no-ipvs.yml", env=SHOP_ENV))
+    edge = render("edge.yml", env=SHOP_ENV)
+    assert no_ipvs["services"]["edge"] == edge["services"]["proxy"]
+    assert no_ipvs["configs"] == edge["configs"]
+
+    for config in (shop, no_ipvs):
+        assert config["networks"] == {
+            "backend": {"driver": "overlay", "attachable": True},
+            "frontend": {"driver": "overlay", "attachable": True},
+        }
+
+
+@docker
+def test_one_stack_tags_and_counts_per_service(render: Any) -> None:
+    """Each service of the one stack has its own tag and replica count (PROD_TAG ...,
+    PROD_REPLICAS ...), defaulting to latest and 2; IMG_TAG and REPLICAS do not reach it
+    (compose cannot default one variable to another: make passes them)."""
+    env = {"SHOP_NAMESPACE": "acme", "IMG_TAG": "9", "REPLICAS": "9",
+           "PROD_TAG": "1", "FRONT_TAG": "2", "COUPON_REPLICAS": "4"}
+    for name in ("shop.yml", "shop.no-ipvs.yml"):
+        services = render(name, env=env)["services"]
+        assert {s: (services[s]["image"], services[s]["deploy"]["replicas"])
+                for s in ("prod", "coupon", "front")} == {
+            "prod": ("acme/prod-service:1", 2),
+            "coupon": ("acme/coupon-service:latest", 4),
+            "front": ("acme/front-service:2", 2),
+        }
+    assert render("shop.no-ipvs.yml", env={})["services"]["edge"]["ports"][0]["published"] == 80
+
+
+def rendered_stacks(render: Any) -> dict[str, dict[str, Any]]:
+    """Every stack file as deployed (the proxy file with its consumer's)."""
+    env = {**SHOP_ENV, "REGISTRY_TLS_CERT": __file__, "REGISTRY_TLS_KEY": __file__,
+           "DOCKER_API_CONSUMER": "autoscaler"}
+    stacks = {path.name: render(path.name, env=env) for path in sorted(STACKS.glob("*.yml"))
+              if path.name not in ("definition.yml", "no-ipvs.yml", "docker-api.yml")}
+    stacks["autoscale.yml"] = render("autoscale.yml", "docker-api.yml", env=env)
+    return stacks
+
+
+@docker
+def test_only_the_docker_api_proxies_mount_the_socket(render: Any) -> None:
+    """No service of any stack file mounts the engine's socket, except the docker-api proxy,
+    which mounts it read-only."""
+    mounts = {
+        (name, service): volume
+        for name, config in rendered_stacks(render).items()
+        for service, spec in config["services"].items()
+        for volume in spec.get("volumes", [])
+        if "docker.sock" in str(volume.get("source", ""))
+    }
+    assert list(mounts) == [("autoscale.yml", "docker-api")]
+    assert mounts["autoscale.yml", "docker-api"]["read_only"] is True
+
+
+def test_makefile_one_stack_targets() -> None:
+    """`make -n`: shop-deploy deploys stacks/shop.yml (NO_IPVS=1: shop.no-ipvs.yml with
+    EDGE_PORT) as stack `shop` with each service's tag and count, IMG_TAG and REPLICAS as
+    their defaults; shop-down removes the stack; shop-update refuses an unknown SERVICE;
+    `make stacks` runs the generator."""
+    plain = make_n("shop-deploy", "IMG_TAG=3", "REPLICAS=4", "FRONT_TAG=5")
+    assert plain.returncode == 0, plain.stderr
+    (line,) = [x for x in plain.stdout.splitlines() if "stack deploy" in x]
+    assert line.endswith(" stack deploy --resolve-image never -c stacks/shop.yml shop")
+    for expected in ("PROD_TAG=3", "COUPON_TAG=3", "FRONT_TAG=5", "PROD_REPLICAS=4",
+                     "COUPON_REPLICAS=4", "FRONT_REPLICAS=4"):
+        assert expected in line.split(), expected
+    no_ipvs = make_n("shop-deploy", "NO_IPVS=1", "EDGE_PORT=8000")
+    assert no_ipvs.stdout.rstrip().endswith(" -c stacks/shop.no-ipvs.yml shop")
+    assert "EDGE_PORT=8000" in no_ipvs.stdout.split()
+    assert "docker stack rm shop" in make_n("shop-down").stdout
+    refused = make_n("shop-update", "SERVICE=nope")
+    assert refused.returncode != 0
+    assert "SERVICE must be one of prod coupon front" in refused.stderr
+    assert "scripts/render_stacks.py" in make_n("stacks").stdout
