@@ -344,6 +344,9 @@ class ConsoleState:
         listed = set()
         for info in tasks:
             listed.add(info.id)
+            if info.service_id not in self.services:
+                # Listed before its service was (they are separate calls): next time.
+                continue
             phase = task_phase(info.state, info.desired, info.has_healthcheck)
             since = info.updated if phase == DRAINING else info.state_since
             task = self.tasks.get(info.id)
@@ -356,6 +359,7 @@ class ConsoleState:
                        task.exit_code, task.container_id) != (
                 info.desired, info.message, info.error, info.node_id, info.exit_code,
                 info.container_id)
+
             before = task.phase
             if phase != before:
                 task.phases.append((max(since, task.phases[-1][0]), phase))
@@ -376,8 +380,7 @@ class ConsoleState:
                 task.seq = self._next()
 
     def _new_task(self, info: TaskInfo, phase: str, since: float) -> Task:
-        service = self.services.get(info.service_id)
-        name = service.info.name if service else info.service_id[:12]
+        name = self.services[info.service_id].info.name
         if since <= info.created or phase == STARTING:
             phases = [(info.created, phase)]
         elif phase in (HEALTHY, RUNNING):

@@ -279,3 +279,14 @@ def test_a_few_hundred_tasks_stay_bounded() -> None:
     state.prune(400.0)
     assert len(state.tasks) == 100
     assert min(int(t[1:]) for t in state.tasks) == 200
+
+
+def test_a_task_listed_before_its_service_waits_for_it() -> None:
+    """Services and tasks are two calls: a task of a service created between them is taken
+    at the next reading, with its service's name (never named by an id)."""
+    state = ConsoleState()
+    state.apply_swarm(100.0, [NODE], [], [task("a1", 1)])
+    assert state.tasks == {}
+    state.apply_swarm(101.0, [NODE], [FRONT], [task("a1", 1)])
+    assert state.tasks["a1"].name == "front_app.1"
+    assert state.marks[-1].text == "front_app.1 healthy (release 1)"
