@@ -116,9 +116,16 @@ function connect() {
 }
 
 function queueRender() {
+  // At most one redraw per frame, and never more than about four a second: a long window
+  // with hundreds of tasks takes tens of milliseconds to draw.
   if (view.renderQueued) return;
   view.renderQueued = true;
-  requestAnimationFrame(() => { view.renderQueued = false; render(); });
+  const wait = Math.max(0, (view.lastRender || 0) + 250 - performance.now());
+  setTimeout(() => requestAnimationFrame(() => {
+    view.renderQueued = false;
+    view.lastRender = performance.now();
+    render();
+  }), wait);
 }
 
 // -- rendering --------------------------------------------------------------------------------
@@ -310,11 +317,20 @@ function renderChart() {
         "data-kind": "failed-second", "data-t": s.t });
       front.appendChild(titled(bar, `${clock(s.t)}: ${s.failed} failed (${Object.entries(s.failures).map(([k, v]) => `${k}: ${v}`).join(", ")})`));
     }
-    const hit = svg("rect", { class: s.t === view.selectedSecond ? "selected-second" : "second-hit",
-      x: left, y: y, width: Math.max(barW, 3), height: chartH, "data-t": s.t });
-    hit.addEventListener("click", () => selectSecond(s.t));
-    front.appendChild(titled(hit, secondSummary(s)));
+    if (s.t === view.selectedSecond) {
+      front.appendChild(svg("rect", { class: "selected-second", x: left, y, width: Math.max(barW, 3),
+        height: chartH }));
+    }
   }
+  // One layer takes the clicks for every second (one element per second would cost a lot
+  // of redrawing with a long window).
+  const hit = svg("rect", { class: "second-hit", x: GUTTER, y, width: plotW, height: chartH,
+    "data-kind": "seconds" });
+  hit.addEventListener("click", (event) => {
+    const box = hit.getBoundingClientRect();
+    selectSecond(Math.floor(t0 + ((event.clientX - box.left) / box.width) * (t1 - t0)));
+  });
+  front.appendChild(titled(hit, "click a second to list its requests"));
   y += chartH + 8;
 
   // latency: p50 and p99 per second
@@ -346,11 +362,27 @@ function renderChart() {
     const task = byInstance.get(instance);
     front.appendChild(svg("text", { class: "row-label", x: 14, y: y + 9, "data-kind": "instance",
       "data-instance": instance }, task ? `${task.name} (${instance})` : instance));
+    // Consecutive seconds answered on the same release are one bar.
+    cells.sort((a, b) => a[0] - b[0]);
+    let run = null;
+    const flush = () => {
+      if (!run) return;
+      const bar = svg("rect", { class: releaseClass(run.release), x: x(run.from), y,
+        width: Math.max(barW, x(run.to + 1) - x(run.from) - 1), height: 10,
+        "data-kind": "answered", "data-release": run.release });
+      front.appendChild(titled(bar, `${clock(run.from)}-${clock(run.to + 1)} ${instance}: ` +
+        `${run.n} answers, release ${run.release}`));
+    };
     for (const [t, info] of cells) {
-      const cell = svg("rect", { class: releaseClass(info.release), x: x(t), y, width: barW,
-        height: 10, opacity: Math.min(1, 0.35 + info.n / 6) });
-      front.appendChild(titled(cell, `${clock(t)} ${instance}: ${info.n} answers, release ${info.release}`));
+      if (run && run.release === info.release && t === run.to + 1) {
+        run.to = t;
+        run.n += info.n;
+      } else {
+        flush();
+        run = { from: t, to: t, n: info.n, release: info.release };
+      }
     }
+    flush();
     y += 13;
   }
 
@@ -382,13 +414,6 @@ function renderChart() {
   root.setAttribute("height", y + 4);
   root.setAttribute("viewBox", `0 0 ${width} ${y + 4}`);
   holder.replaceChildren(root);
-}
-
-function secondSummary(s) {
-  const parts = Object.entries(s.releases).map(([r, n]) => `release ${r}: ${n}`);
-  if (s.failed) parts.push(`failed: ${s.failed}`);
-  parts.push(`p50 ${s.p50_ms === null ? "-" : s.p50_ms} ms, p99 ${s.p99_ms === null ? "-" : s.p99_ms} ms`);
-  return `${clock(s.t)}  ${parts.join(" · ")}\n(click for its requests)`;
 }
 
 function taskEnd(task, now) {

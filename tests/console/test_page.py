@@ -99,10 +99,14 @@ def test_failures_are_red_and_a_request_tells_its_story(
                                            "request_id": r.request_id, "note": HOSTILE}))
              for r in console_app.state.console.state.requests]
     engine.swarm.service_logs = {"prod_app": lines}
-    # Clicked in the page's own script: the chart may be redrawn between two WebDriver calls.
-    browser.execute_script(
-        "document.querySelector(`rect[data-t='${arguments[0]}']:not([data-kind])`)"
-        ".dispatchEvent(new MouseEvent('click'))", failed["data-t"])
+    # A click on that second, in the page's own script: the chart may be redrawn between two
+    # WebDriver calls.
+    browser.execute_script("""
+        const bar = document.querySelector(
+          `rect[data-kind=failed-second][data-t='${arguments[0]}']`);
+        const box = bar.getBoundingClientRect();
+        document.querySelector("rect[data-kind=seconds]").dispatchEvent(new MouseEvent("click", {
+          clientX: box.left + box.width / 2, clientY: box.top + 1}));""", failed["data-t"])
     rows = wait_for("the second's requests", lambda: browser.find_elements(
         By.CSS_SELECTOR, "#requests tbody tr.failed"), timeout=10)
     request_id = rows[0].get_attribute("data-request")
