@@ -3,20 +3,15 @@
 
 from __future__ import annotations
 
-import asyncio
-import socket
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from console.app import create_app
 from console.settings import ConsoleSettings
-from tests.support.fake_engine import FakeEngine, Swarm
-from tests.support.upstreams import LoopThread
+from tests.support.fake_engine import FakeEngine, Served, Swarm
 
 
 @pytest.fixture(scope="session")
@@ -53,32 +48,6 @@ def console_client(console_app: FastAPI) -> Iterator[TestClient]:
     """The console through its full ASGI stack, lifespan (and so its sources) running."""
     with TestClient(console_app) as client:
         yield client
-
-
-class Served:
-    """An app served by uvicorn on 127.0.0.1 from a background event loop."""
-
-    def __init__(self, app: Any) -> None:
-        self.loop = LoopThread()
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        self.server = uvicorn.Server(uvicorn.Config(app, lifespan="on", log_config=None,
-                                                    timeout_graceful_shutdown=1))
-        self.task = self.loop.run(self._start(sock))
-
-    async def _start(self, sock: socket.socket) -> asyncio.Task[None]:
-        task = asyncio.get_running_loop().create_task(self.server.serve(sockets=[sock]))
-        while not self.server.started:  # noqa: ASYNC110  uvicorn says it is up with a flag
-            await asyncio.sleep(0.01)
-        return task
-
-    def close(self) -> None:
-        async def stop() -> None:
-            self.server.should_exit = True
-            await self.task
-        self.loop.run(stop())
-        self.loop.close()
 
 
 @pytest.fixture

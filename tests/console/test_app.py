@@ -18,8 +18,7 @@ from console.app import create_app
 from console.engine import ENGINE_ENDPOINTS
 from console.model import RequestResult
 from console.settings import ConsoleSettings
-from tests.console.conftest import Served
-from tests.support.fake_engine import FakeEngine, node, service, task
+from tests.support.fake_engine import FakeEngine, Served, node, service, task
 from tests.support.steps import wait_for
 
 FRONT_1 = "shop/front-service:1"

@@ -15,9 +15,8 @@ from fastapi import FastAPI
 from selenium.webdriver.common.by import By
 
 from console.settings import ConsoleSettings
-from tests.console.conftest import Served
 from tests.support.browser import chromium, console_errors, read_all
-from tests.support.fake_engine import FakeEngine, node, service, task
+from tests.support.fake_engine import FakeEngine, Served, node, service, task
 from tests.support.faults import answers
 from tests.support.steps import wait_for
 from tests.support.upstreams import Upstreams

@@ -91,13 +91,39 @@ def task(ident: str, service_id: str, slot: int, image: str, state: str, since: 
                                        "Healthcheck": {"Test": ["CMD", "true"]}}}}
 
 
+class Served:
+    """An ASGI app served by uvicorn on 127.0.0.1, from an event loop in a background thread."""
+
+    def __init__(self, app: Any, **config: Any) -> None:
+        self.loop = LoopThread()
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        # log_config=None: uvicorn leaves the test process's logging alone.
+        self.server = uvicorn.Server(uvicorn.Config(
+            app, log_config=None, timeout_graceful_shutdown=1, **{"lifespan": "on", **config}))
+        self.task = self.loop.run(self._start(sock))
+
+    async def _start(self, sock: socket.socket) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(self.server.serve(sockets=[sock]))
+        while not self.server.started:  # noqa: ASYNC110  uvicorn says it is up with a flag
+            await asyncio.sleep(0.01)
+        return task
+
+    def close(self) -> None:
+        async def stop() -> None:
+            self.server.should_exit = True
+            await self.task
+        self.loop.run(stop())
+        self.loop.close()
+
+
 class FakeEngine:
     """The fake engine served by uvicorn on a background event loop."""
 
     def __init__(self) -> None:
         self.swarm = Swarm()
         self._listeners: list[asyncio.Queue[bytes]] = []
-        self.loop = LoopThread()
         app = Starlette(routes=[
             Route("/version", self._version),
             Route("/v{v}/version", self._version),
@@ -110,22 +136,11 @@ class FakeEngine:
             Route("/v{v}/containers/{ident}/logs", self._container_logs),
         ])
         self._app = app
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        self.port = sock.getsockname()[1]
-        self.server = uvicorn.Server(uvicorn.Config(
-            self._recording, lifespan="off", log_config=None, timeout_graceful_shutdown=1,
-            interface="asgi3"))
-        self.loop.run(self._start(sock))
+        self.served = Served(self._recording, lifespan="off", interface="asgi3")
 
     @property
     def url(self) -> str:
-        return f"tcp://127.0.0.1:{self.port}"
-
-    async def _start(self, sock: socket.socket) -> None:
-        self.serving = asyncio.get_running_loop().create_task(self.server.serve(sockets=[sock]))
-        while not self.server.started:  # noqa: ASYNC110  uvicorn says it is up with a flag
-            await asyncio.sleep(0.01)
+        return self.served.url.replace("http://", "tcp://")
 
     async def _recording(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http":
@@ -133,11 +148,7 @@ class FakeEngine:
         await self._app(scope, receive, send)
 
     def close(self) -> None:
-        async def stop() -> None:
-            self.server.should_exit = True
-            await self.serving
-        self.loop.run(stop())
-        self.loop.close()
+        self.served.close()
 
     def send_event(self, kind: str, action: str, **attributes: str) -> None:
         """An event to every open events stream (as `docker events` shows it)."""
@@ -149,7 +160,7 @@ class FakeEngine:
         def put() -> None:
             for queue in self._listeners:
                 queue.put_nowait(line)
-        self.loop.loop.call_soon_threadsafe(put)
+        self.served.loop.loop.call_soon_threadsafe(put)
 
     # -- routes ----------------------------------------------------------------------------
     async def _version(self, request: Request) -> Response:
