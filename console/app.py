@@ -120,8 +120,9 @@ async def events(console: ConsoleDep) -> AsyncIterator[ServerSentEvent]:
         patch = console.state.changes_since(seq, time.time())
         seq = patch["seq"]
         yield ServerSentEvent(raw_data=orjson.dumps(patch).decode(), event="state")
-        await console.changes.wait(QUIET_PUSH_S)
         await asyncio.sleep(PUSH_INTERVAL_S)
+        if console.state.seq == seq:  # nothing new yet: until something is (no await between)
+            await console.changes.wait(QUIET_PUSH_S)
 
 
 @router.get("/api/requests", tags=["console"], responses=error_responses(400))
