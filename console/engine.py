@@ -53,8 +53,14 @@ ENGINE_ENDPOINTS = (
 )
 
 # Events that can change what the page shows. Swarm has no task events: task changes are
-# read by listing tasks when one of these arrives, and on a timer (see console.watch).
-EVENT_FILTERS = {"type": ["service", "node", "container"]}
+# read by listing tasks when one of these arrives, and on a timer (see console.live). Not
+# the exec events every healthcheck makes (several a second on a busy node): a container's
+# health shows as `health_status` only when it changes (the engine matches that prefix).
+EVENT_FILTERS = {
+    "type": ["service", "node", "container"],
+    "event": ["create", "update", "remove", "start", "die", "kill", "oom", "destroy",
+              "health_status"],
+}
 
 
 def timestamp(value: str | None) -> float:
