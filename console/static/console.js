@@ -134,6 +134,7 @@ function render() {
   renderSummary();
   renderChart();
   renderMarks();
+  renderReleases();
   document.getElementById("chart").dataset.renderMs = (performance.now() - started).toFixed(1);
 }
 
@@ -533,6 +534,21 @@ function renderLegend() {
     const swatch = svg("svg", { width: 12, height: 10 });
     swatch.appendChild(svg("rect", { class: `ph-${phase}`, width: 12, height: 10 }));
     item.append(swatch, document.createTextNode(text));
+    return item;
+  }));
+}
+
+function renderReleases() {
+  // The colour of each release, as the requests and "answered by" rows use it.
+  const holder = document.getElementById("releases");
+  const names = [...releaseIndex.keys()].sort();
+  if (holder.dataset.names === names.join(",")) return;
+  holder.dataset.names = names.join(",");
+  holder.replaceChildren(...names.map((release) => {
+    const item = el("span");
+    const swatch = svg("svg", { width: 12, height: 10 });
+    swatch.appendChild(svg("rect", { class: releaseClass(release), width: 12, height: 10 }));
+    item.append(swatch, document.createTextNode(`answers of release ${release}`));
     return item;
   }));
 }
