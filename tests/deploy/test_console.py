@@ -94,7 +94,8 @@ def console(shop: Deployment) -> Iterator[Console]:
                 cwd=REPO, capture_output=True, text=True, timeout=300, env=dict(os.environ))
             rig.output = result.stdout + result.stderr
             assert result.returncode == 0, rig.output
-            row["url"] = rig.output.strip().splitlines()[-1]
+            row["url"] = next(line for line in rig.output.splitlines()
+                              if line.startswith("console: "))
         yield rig
     finally:
         with shop.step("remove the console"):
@@ -155,10 +156,32 @@ def live(tasks: list[dict[str, str]], release: str) -> list[dict[str, str]]:
             and t["data-phase"] in ("starting", "healthy", "draining")]
 
 
+def show_a_story(driver: Any, release: str) -> str:
+    """Click the latest full second answered by `release`, then its first request; returns
+    that request's id once its story is on the page."""
+    bars = read_all(driver, f"rect[data-kind=second][data-release='{release}']")
+    second = sorted(int(bar["data-t"]) for bar in bars)[-2]
+    # Clicked in the page's own script: the chart is redrawn several times a second.
+    driver.execute_script("""
+        const bar = document.querySelector(`rect[data-kind=second][data-t='${arguments[0]}']`);
+        const box = bar.getBoundingClientRect();
+        document.querySelector("rect[data-kind=seconds]").dispatchEvent(new MouseEvent("click", {
+          clientX: box.left + box.width / 2, clientY: box.top + 1}));""", second)
+    rows = wait_for("the second's requests", lambda: read_all(driver, "#requests tbody tr"),
+                    timeout=15)
+    request_id = rows[0]["data-request"]
+    driver.execute_script(
+        "document.querySelector(`#requests tr[data-request='${arguments[0]}']`).click()",
+        request_id)
+    wait_for("the story", lambda: read_all(driver, "#story tbody tr"), timeout=15)
+    return str(request_id)
+
+
 def test_the_page_follows_a_rolling_update(console: Console) -> None:
     """During `IMG_TAG=<new>` of the front, the page shows tasks of both releases at once,
     then the new release's alone; the answers, release by release, switch from the old one
-    to the new one; the update's start and end are marked; no request failed."""
+    to the new one; the update's start and end are marked; no request failed. A request of
+    the new release tells its story: its lines in the front's, prod's and coupon's logs."""
     shop = console.shop
     old = shop.tags.get("front", "1")
     new = "2" if old == "1" else "1"
@@ -166,6 +189,7 @@ def test_the_page_follows_a_rolling_update(console: Console) -> None:
     with shop.step("console: rolling update of the front", old=old, new=new) as row, \
             chromium(1400, 1250) as driver:
         driver.get(console.url)
+        driver.find_element("css selector", "[data-window='60']").click()
         wait_for("the page to show the front's tasks", lambda: len(
             live(front_tasks(driver), old)) == 2 and not live(front_tasks(driver), new),
             timeout=60)
@@ -185,17 +209,16 @@ def test_the_page_follows_a_rolling_update(console: Console) -> None:
                     "releases": releases}
 
         shop.deploy("front", new)
-        shot: list[bool] = []
-
-        def new_alone() -> bool:
-            seen = look()
-            done = seen["old"] == 0 and seen["new"] == 2 and seen["releases"] == new
-            if done and screenshot and not shot:
-                driver.save_screenshot(str(Path(screenshot).resolve()))
-                shot.append(True)
-            return done
-
-        wait_for("the page to show the new release alone", new_alone, timeout=180)
+        wait_for("the page to show the new release alone", lambda: look() == {
+            "old": 0, "new": 2, "releases": new}, timeout=180)
+        # The update is still in its monitor window: the story of a request of the new
+        # release, and the picture of the page, during the update.
+        request_id = show_a_story(driver, new)
+        story_services = {cell["text"] for cell in read_all(
+            driver, "#story tbody tr td:nth-child(2)")}
+        story_title = driver.find_element("id", "story-id").text
+        if screenshot:
+            driver.save_screenshot(str(Path(screenshot).resolve()))
         shop.wait_update(FRONT, "completed")
         wait_for("the update's end marked", lambda: "update_completed" in {
             m.get("data-mark") for m in read_all(driver, "#marks li")}, timeout=30)
@@ -219,6 +242,9 @@ def test_the_page_follows_a_rolling_update(console: Console) -> None:
                                               "task_started"}
     assert failed == "0"
     assert total > 50
+    # Each service writes its request line (the front its upstream calls too).
+    assert story_services == {"front", "prod", "coupon"}, story_title
+    assert story_title.startswith(f"{request_id}: 200")
     assert red == []
     assert errors == []
 
