@@ -17,7 +17,8 @@ const store = {
   nodes: new Map(), services: new Map(), tasks: new Map(), marks: new Map(),
   seconds: new Map(), rates: [], totals: { requests: 0, failed: 0 }, sources: {},
 };
-const view = { windowS: 300, selectedSecond: null, renderQueued: false, maxLag: 0 };
+const view = { windowS: 300, selectedSecond: null, renderQueued: false, maxLag: 0,
+  marksVersion: 0, marksDrawn: -1 };
 const releaseIndex = new Map();
 const serviceIndex = new Map();
 
@@ -79,6 +80,7 @@ function merge(patch) {
     }
   }
   for (const m of patch.marks) store.marks.set(m.id, m);
+  if (patch.full || patch.marks.length || patch.removed.some((r) => r.kind === "mark")) view.marksVersion++;
   for (const s of patch.seconds) store.seconds.set(s.t, s);
   for (const r of patch.rates) store.rates.push(r);
   for (const gone of patch.removed) {
@@ -452,15 +454,22 @@ function taskBar(task, y, x, clampX, now) {
     group.appendChild(svg("text", { class: "task-text", x: start + 3, y: y + 10 },
       end - start > 90 ? `${task.name} · ${task.release}` : task.release));
   }
-  const lines = [`${task.name} · release ${task.release} · ${task.phase}`, `image ${task.image}`,
-    `node ${task.node || "-"} · task ${task.id}`,
-    ...phases.map(([since, phase]) => `${clockMs(since)}  ${phase}`)];
-  if (task.error) lines.push(`error: ${task.error}`);
-  if (task.message) lines.push(`message: ${task.message}`);
-  return titled(group, lines.join("\n"));
+  // The tooltip is made when the pointer first comes over the bar: hundreds of bars are
+  // redrawn several times a second, and few are ever hovered.
+  group.addEventListener("mouseenter", () => {
+    const lines = [`${task.name} · release ${task.release} · ${task.phase}`, `image ${task.image}`,
+      `node ${task.node || "-"} · task ${task.id}`,
+      ...phases.map(([since, phase]) => `${clockMs(since)}  ${phase}`)];
+    if (task.error) lines.push(`error: ${task.error}`);
+    if (task.message) lines.push(`message: ${task.message}`);
+    titled(group, lines.join("\n"));
+  }, { once: true });
+  return group;
 }
 
 function renderMarks() {
+  if (view.marksDrawn === view.marksVersion) return;  // the list changes only with the marks
+  view.marksDrawn = view.marksVersion;
   const list = document.getElementById("marks");
   const marks = [...store.marks.values()].sort((a, b) => b.t - a.t).slice(0, 300);
   const items = marks.map((m) => {
