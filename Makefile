@@ -67,8 +67,10 @@ AUTOSCALE_RATE_WINDOW_S ?= 20
 PROMETHEUS_IMAGE ?= prom/prometheus:v2.53.5
 PROMETHEUS_PORT  ?= 9090
 AUTOSCALER_IMAGE ?= $(SHOP_NAMESPACE)/autoscaler:latest
-# The autoscaler runs with the group of this machine's Docker socket (0 if it cannot be read).
-DOCKER_GID       ?= $(shell stat -c %g /var/run/docker.sock 2>/dev/null || echo 0)
+# The autoscaler and the console's Docker proxy run with the group of the engine's socket (0
+# if it cannot be read): this machine's, or the one DOCKER_HOST names (the lab's manager).
+ENGINE_SOCKET    := $(patsubst unix://%,%,$(or $(filter unix://%,$(DOCKER_HOST)),unix:///var/run/docker.sock))
+DOCKER_GID       ?= $(shell stat -c %g $(ENGINE_SOCKET) 2>/dev/null || echo 0)
 PYTHON           ?= .venv/bin/python
 CONSOLE_PORT       ?= 8090
 CONSOLE_IMAGE      ?= $(SHOP_NAMESPACE)/console:latest
