@@ -192,7 +192,7 @@ rollback:
 	$(DOCKER) service rollback $(SERVICE)_app
 
 down:
-	-$(DOCKER) stack rm console autoscale edge front coupon prod
+	-$(DOCKER) stack rm autoscale console edge front coupon prod
 	@echo "waiting for the stacks' tasks to stop before removing the networks"
 	@for i in $$(seq 60); do \
 		[ -z "$$($(DOCKER) network inspect -f '{{range .Containers}}x{{end}}' backend frontend 2>/dev/null | tr -d '\n[]')" ] && break; \

@@ -4,6 +4,7 @@ each on a manager, the page's port in host mode."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -12,9 +13,6 @@ import pytest
 import yaml
 
 STACKS = Path(__file__).resolve().parents[2] / "stacks"
-
-pytestmark = pytest.mark.docker
-
 
 @pytest.fixture(scope="module")
 def console_stack(stack_config_client: str) -> dict[str, Any]:
@@ -28,6 +26,7 @@ def console_stack(stack_config_client: str) -> dict[str, Any]:
     return yaml.safe_load(result.stdout)
 
 
+@pytest.mark.docker
 def test_only_the_proxy_mounts_the_docker_socket(console_stack: dict[str, Any]) -> None:
     """The console reaches Docker through its proxy, on a network of their own (internal);
     the proxy mounts the socket and joins nothing else."""
@@ -42,6 +41,7 @@ def test_only_the_proxy_mounts_the_docker_socket(console_stack: dict[str, Any]) 
     assert proxy["configs"][0]["target"] == "/usr/local/etc/haproxy/haproxy.cfg"
 
 
+@pytest.mark.docker
 def test_both_are_hardened_and_on_a_manager(console_stack: dict[str, Any]) -> None:
     """Read-only root, no capabilities, a numbered non-root user, a memory limit, one task
     on a manager; the console has a healthcheck without curl."""
@@ -60,7 +60,30 @@ def test_both_are_hardened_and_on_a_manager(console_stack: dict[str, Any]) -> No
     assert app["environment"]["CONSOLE_PROBE_RATE"] == "2"
 
 
+@pytest.mark.docker
 def test_the_page_port_is_published_in_host_mode(console_stack: dict[str, Any]) -> None:
     """Host mode works without IPVS; the host port is CONSOLE_PORT."""
     (port,) = console_stack["services"]["app"]["ports"]
     assert (port["mode"], port["target"], port["published"]) == ("host", 8090, 18123)
+
+
+def make_dry(target: str, *args: str) -> str:
+    result = subprocess.run(["make", "-n", "--no-print-directory", target, *args],
+                            cwd=STACKS.parent, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+@pytest.mark.parametrize(("no_ipvs", "probe"), [
+    ("0", "http://front_app:8080/product-detail/2"),
+    ("1", "http://tasks.edge_proxy:8080/product-detail/2"),
+])
+def test_make_console(no_ipvs: str, probe: str) -> None:
+    """`make -n console`: the console stack with the entry point of each kind of host, then
+    the wait for its URL; `make build` builds its image, `make down` removes it."""
+    out = make_dry("console", f"NO_IPVS={no_ipvs}", "CONSOLE_PORT=18123")
+    assert "-c stacks/console.yml console" in out
+    assert f"CONSOLE_PROBE_URL={probe}" in out
+    assert "scripts/console-url.sh 18123" in out
+    assert "--target console -t shop/console:latest" in make_dry("build")
+    assert re.search(r"stack rm .*\bconsole\b", make_dry("down"))
