@@ -15,6 +15,8 @@
 #   make load RATE=200 SECONDS=30      bounded load on the entry point, live progress line
 #   make console                       the live console (stacks/console.yml) on CONSOLE_PORT;
 #                                      waits until it answers and prints its URL
+#   make push-console REGISTRY=...     the console's image to a registry (a swarm of several
+#                                      machines: then make console REGISTRY=...)
 #   make console-screenshot            the README's picture of the console during an update
 #   make down                          remove the stacks, then the networks
 #
@@ -128,7 +130,7 @@ BUILD = $(DOCKER) build -f docker/Dockerfile --build-arg BASE_IMAGE=$(BASE_IMAGE
 
 .PHONY: help base-images wheels networks build push deploy deploy-edge status scale update \
 	rollback down cluster-up cluster-deploy cluster-status cluster-down test-cluster \
-	autoscale load console console-screenshot
+	autoscale load console push-console console-screenshot
 
 help:
 	@sed -n '1,/^$$/p' Makefile
@@ -220,16 +222,21 @@ load:
 
 # The console (stacks/console.yml) on a manager, port CONSOLE_PORT in host mode; it reads the
 # swarm through its own Docker proxy (GET only) and probes the shop's entry point.
+# With REGISTRY, the image comes from there: `make push-console REGISTRY=...` first, from
+# the engine that built it.
 console: networks
-ifneq ($(REGISTRY),)
-	$(DOCKER) tag $(CONSOLE_IMAGE) $(STACK_CONSOLE_IMAGE)
-	$(DOCKER) push -q $(STACK_CONSOLE_IMAGE)
-endif
 	CONSOLE_IMAGE=$(STACK_CONSOLE_IMAGE) CONSOLE_PROXY_IMAGE=$(STACK_EDGE_IMAGE) \
 		CONSOLE_PORT=$(CONSOLE_PORT) CONSOLE_PROBE_URL=$(CONSOLE_PROBE_URL) \
 		CONSOLE_PROBE_RATE=$(CONSOLE_PROBE_RATE) DOCKER_GID=$(DOCKER_GID) \
 		$(DEPLOY) -c stacks/console.yml console
 	@DOCKER=$(DOCKER) scripts/console-url.sh $(CONSOLE_PORT)
+
+push-console:
+ifeq ($(REGISTRY),)
+	$(error make push-console needs REGISTRY=host:port)
+endif
+	$(DOCKER) tag $(CONSOLE_IMAGE) $(STACK_CONSOLE_IMAGE)
+	$(DOCKER) push -q $(STACK_CONSOLE_IMAGE)
 
 # The README's screenshot (docs/console.png), taken by the console's swarm test during its
 # rolling update of the front (it deploys and removes a shop of its own: hold no other stack).
