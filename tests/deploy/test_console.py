@@ -187,7 +187,7 @@ def test_the_page_follows_a_rolling_update(console: Console) -> None:
     new = "2" if old == "1" else "1"
     screenshot = os.environ.get("SHOP_CONSOLE_SCREENSHOT")
     with shop.step("console: rolling update of the front", old=old, new=new) as row, \
-            chromium(1400, 1250) as driver:
+            chromium(1400, 1500) as driver:
         driver.get(console.url)
         driver.find_element("css selector", "[data-window='60']").click()
         wait_for("the page to show the front's tasks", lambda: len(
