@@ -13,6 +13,11 @@
 #   make rollback                      back to the previous spec of the front (SERVICE=...)
 #   make autoscale                     Prometheus and the autoscaler (stacks/autoscale.yml)
 #   make load RATE=200 SECONDS=30      bounded load on the entry point, live progress line
+#   make console                       the live console (stacks/console.yml) on CONSOLE_PORT;
+#                                      waits until it answers and prints its URL
+#   make push-console REGISTRY=...     the console's image to a registry (a swarm of several
+#                                      machines: then make console REGISTRY=...)
+#   make console-screenshot            the README's picture of the console during an update
 #   make down                          remove the stacks, then the networks
 #
 #   make shop-deploy                   the whole shop as one stack `shop` (stacks/shop.yml),
@@ -46,7 +51,8 @@
 # AUTOSCALE_MIN, AUTOSCALE_MAX, AUTOSCALE_TARGET_RPS (the front's labels), AUTOSCALE_INTERVAL_S,
 # AUTOSCALE_DOWN_STABILIZATION_S, AUTOSCALE_RATE_WINDOW_S, PROMETHEUS_IMAGE, PROMETHEUS_PORT,
 # AUTOSCALER_IMAGE, DOCKER_GID; for the load RATE, SECONDS; for the one stack SHOP_STACK,
-# PROD_TAG, COUPON_TAG, FRONT_TAG, PROD_REPLICAS, COUPON_REPLICAS, FRONT_REPLICAS.
+# PROD_TAG, COUPON_TAG, FRONT_TAG, PROD_REPLICAS, COUPON_REPLICAS, FRONT_REPLICAS; for the
+# console CONSOLE_PORT, CONSOLE_IMAGE, CONSOLE_PROBE_RATE, CONSOLE_PROBE_URL.
 #
 # While the autoscaler runs, deploy/update/scale keep an autoscaled service's current replica
 # count when it is above REPLICAS (scripts/autoscaled-replicas.sh): they never lower it.
@@ -72,9 +78,19 @@ AUTOSCALE_RATE_WINDOW_S ?= 20
 PROMETHEUS_IMAGE ?= prom/prometheus:v2.53.5
 PROMETHEUS_PORT  ?= 9090
 AUTOSCALER_IMAGE ?= $(SHOP_NAMESPACE)/autoscaler:latest
-# The autoscaler runs with the group of this machine's Docker socket (0 if it cannot be read).
-DOCKER_GID       ?= $(shell stat -c %g /var/run/docker.sock 2>/dev/null || echo 0)
+# The autoscaler and the console's Docker proxy run with the group of the engine's socket (0
+# if it cannot be read): this machine's, or the one DOCKER_HOST names (the lab's manager).
+ENGINE_SOCKET    := $(patsubst unix://%,%,$(or $(filter unix://%,$(DOCKER_HOST)),unix:///var/run/docker.sock))
+DOCKER_GID       ?= $(shell stat -c %g $(ENGINE_SOCKET) 2>/dev/null || echo 0)
 PYTHON           ?= .venv/bin/python
+CONSOLE_PORT       ?= 8090
+CONSOLE_IMAGE      ?= $(SHOP_NAMESPACE)/console:latest
+CONSOLE_PROBE_RATE ?= 5
+ifeq ($(NO_IPVS),1)
+CONSOLE_PROBE_URL  ?= http://tasks.edge_proxy:8080/product-detail/2
+else
+CONSOLE_PROBE_URL  ?= http://front_app:8080/product-detail/2
+endif
 RATE             ?= 200
 SECONDS          ?= 30
 VERSION        ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
@@ -93,11 +109,13 @@ ifneq ($(REGISTRY),)
 # get the credentials with the service (--with-registry-auth).
 IMAGE_NAMESPACE := $(REGISTRY)/$(SHOP_NAMESPACE)
 STACK_EDGE_IMAGE := $(REGISTRY)/$(EDGE_IMAGE)
+STACK_CONSOLE_IMAGE := $(REGISTRY)/$(CONSOLE_IMAGE)
 DEPLOY = $(DOCKER) stack deploy --resolve-image always --with-registry-auth
 else
 # Locally built images have no registry digest to pin: don't ask a registry for one.
 IMAGE_NAMESPACE := $(SHOP_NAMESPACE)
 STACK_EDGE_IMAGE := $(EDGE_IMAGE)
+STACK_CONSOLE_IMAGE := $(CONSOLE_IMAGE)
 DEPLOY = $(DOCKER) stack deploy --resolve-image never
 endif
 
@@ -128,7 +146,8 @@ BUILD = $(DOCKER) build -f docker/Dockerfile --build-arg BASE_IMAGE=$(BASE_IMAGE
 
 .PHONY: help base-images wheels networks build push deploy deploy-edge status scale update \
 	rollback down cluster-up cluster-deploy cluster-status cluster-down test-cluster \
-	autoscale load stacks shop-deploy shop-update shop-status shop-down
+	autoscale load stacks shop-deploy shop-update shop-status shop-down console push-console \
+	console-screenshot
 
 help:
 	@sed -n '1,/^$$/p' Makefile
@@ -150,6 +169,7 @@ build:
 	$(if $(filter 2,$(RELEASES)),$(foreach svc,$(SERVICES),\
 	$(DOCKER) tag $(SHOP_NAMESPACE)/$(svc)-service:2 $(SHOP_NAMESPACE)/$(svc)-service:latest$(newline)))
 	$(BUILD) --target autoscaler -t $(AUTOSCALER_IMAGE) .
+	$(BUILD) --target console -t $(CONSOLE_IMAGE) .
 
 # The releases of every service and the edge image, under the registry's name.
 push:
@@ -191,7 +211,7 @@ rollback:
 	$(DOCKER) service rollback $(SERVICE)_app
 
 down:
-	-$(DOCKER) stack rm autoscale edge front coupon prod
+	-$(DOCKER) stack rm autoscale console edge front coupon prod
 	@echo "waiting for the stacks' tasks to stop before removing the networks"
 	@for i in $$(seq 60); do \
 		[ -z "$$($(DOCKER) network inspect -f '{{range .Containers}}x{{end}}' backend frontend 2>/dev/null | tr -d '\n[]')" ] && break; \
@@ -267,6 +287,30 @@ shop-down:
 # The stack files of the shop's services, the edge and the one stack, from one definition.
 stacks:
 	$(PYTHON) scripts/render_stacks.py
+
+# The console (stacks/console.yml) on a manager, port CONSOLE_PORT in host mode; it reads the
+# swarm through its own Docker proxy (GET only) and probes the shop's entry point.
+# With REGISTRY, the image comes from there: `make push-console REGISTRY=...` first, from
+# the engine that built it.
+console: networks
+	CONSOLE_IMAGE=$(STACK_CONSOLE_IMAGE) CONSOLE_PROXY_IMAGE=$(STACK_EDGE_IMAGE) \
+		CONSOLE_PORT=$(CONSOLE_PORT) CONSOLE_PROBE_URL=$(CONSOLE_PROBE_URL) \
+		CONSOLE_PROBE_RATE=$(CONSOLE_PROBE_RATE) DOCKER_GID=$(DOCKER_GID) \
+		$(DEPLOY) -c stacks/console.yml console
+	@DOCKER=$(DOCKER) scripts/console-url.sh $(CONSOLE_PORT)
+
+push-console:
+ifeq ($(REGISTRY),)
+	$(error make push-console needs REGISTRY=host:port)
+endif
+	$(DOCKER) tag $(CONSOLE_IMAGE) $(STACK_CONSOLE_IMAGE)
+	$(DOCKER) push -q $(STACK_CONSOLE_IMAGE)
+
+# The README's screenshot (docs/console.png), taken by the console's swarm test during its
+# rolling update of the front (it deploys and removes a shop of its own: hold no other stack).
+console-screenshot:
+	$(PYTHON) -m pytest tests/deploy/test_console.py -m swarm -p no:cacheprovider \
+		--console-screenshot docs/console.png
 
 cluster-up:
 	scripts/cluster.sh up

@@ -16,8 +16,8 @@ WHEELS_DIR=${WHEELS_DIR:-wheels}
 
 mkdir -p "$WHEELS_DIR"
 # Hash-checked: the lock files' hashes apply, as they will inside the build (the services'
-# lock, and the autoscaler image's own).
-for lock in requirements.lock autoscaler/requirements.lock; do
+# lock, the autoscaler image's own and the console image's own).
+for lock in requirements.lock autoscaler/requirements.lock console/requirements.lock; do
     "$PYTHON" -m pip wheel --quiet --disable-pip-version-check --require-hashes --no-deps \
         -r "$lock" -w "$WHEELS_DIR"
 done

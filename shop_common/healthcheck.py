@@ -10,7 +10,11 @@ import urllib.request
 
 
 def main() -> int:
-    port = int(os.environ.get("SHOP_PORT", "8080"))
+    return check(int(os.environ.get("SHOP_PORT", "8080")))
+
+
+def check(port: int) -> int:
+    """0 when GET /health on 127.0.0.1:`port` answers 200, else 1 (the reason on stderr)."""
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as response:
             return 0 if response.status == 200 else 1

@@ -1,0 +1,86 @@
+"""The console's probe over real sockets: the real prod app on 127.0.0.1 behind a fault
+server (tests/support/upstreams.py), answering or misbehaving on demand."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+
+import pytest
+
+from console.model import RequestResult
+from console.probe import run_probe
+from tests.support.faults import answers, closed_port, never_answers
+from tests.support.upstreams import Upstreams
+
+
+def probe_for(url: str, rate: float, seconds: float, timeout_s: float = 1.0,
+              count: int | None = None) -> list[RequestResult]:
+    """Run the probe for `seconds` (or until it recorded `count` outcomes, within 10 s), then
+    cancel it; what it recorded (requests still in flight then are not)."""
+    results: list[RequestResult] = []
+
+    async def run() -> None:
+        task = asyncio.create_task(run_probe(url, rate, timeout_s, results.append))
+        if count is None:
+            await asyncio.sleep(seconds)
+        else:
+            async with asyncio.timeout(10):
+                while len(results) < count:  # noqa: ASYNC110  the probe's own list, polled
+                    await asyncio.sleep(0.01)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    asyncio.run(run())
+    return results
+
+
+def test_answers_carry_release_instance_and_an_id_each(upstreams: Upstreams) -> None:
+    """Every answer is recorded with its status, latency, release and instance, each request
+    has an id of its own, and each one used a new connection."""
+    results = probe_for(f"{upstreams.prod.url}/products/2", rate=40, seconds=0, count=20)
+    assert {(r.status, r.error, r.release, r.instance) for r in results} == {
+        (200, "", "2", "prod-1")}
+    ids = [r.request_id for r in results]
+    assert len(set(ids)) == len(ids)
+    assert all(i.startswith("console-") for i in ids)
+    seen = [req.headers["x-request-id"] for req in upstreams.prod.requests]
+    assert set(ids) <= set(seen)
+    # No connection carried two requests (one that had connected but not yet sent its
+    # request when the probe stopped may count too).
+    assert upstreams.prod.connections >= len(seen)
+    assert {req.headers["connection"] for req in upstreams.prod.requests} == {"close"}
+
+
+def test_open_loop_keeps_sending_while_nothing_answers(upstreams: Upstreams) -> None:
+    """A shop that hangs does not slow the probe: requests go out on schedule and each one
+    times out on its own."""
+    upstreams.prod.always = never_answers
+    results = probe_for(f"{upstreams.prod.url}/products/2", rate=20, seconds=1.0,
+                        timeout_s=0.3)
+    assert len(results) >= 10
+    assert {r.error for r in results} == {"timeout"}
+    sent = sorted(r.sent for r in results)
+    assert max(b - a for a, b in itertools.pairwise(sent)) < 0.2
+
+
+@pytest.mark.parametrize(("behaviour", "error", "status"), [
+    (answers(503, b'{"error": {}}', b"Content-Type: application/json"), "status_503", 503),
+    (answers(200, b"<html>maintenance</html>", b"Content-Type: text/html"), "bad_body", 200),
+])
+def test_failed_answers(upstreams: Upstreams, behaviour: object, error: str,
+                        status: int) -> None:
+    """A 5xx fails with its status; a 200 whose body is not JSON (a proxy's page) fails."""
+    upstreams.prod.always = behaviour  # type: ignore[assignment]
+    results = probe_for(f"{upstreams.prod.url}/products/2", rate=20, seconds=0.3)
+    assert results
+    assert {(r.error, r.status) for r in results} == {(error, status)}
+
+
+def test_refused_connections_fail_as_connect() -> None:
+    """Nothing listening: each request fails as a connect failure, without a status."""
+    results = probe_for(f"{closed_port()}/products/2", rate=20, seconds=0.3)
+    assert results
+    assert {(r.error, r.status) for r in results} == {("connect", None)}
