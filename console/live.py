@@ -26,7 +26,7 @@ from console.engine import DOCKER_ERRORS, EVENT_FILTERS, read_swarm, split_log_l
 from console.model import ConsoleState, RequestResult
 from console.probe import run_probe
 from console.settings import ConsoleSettings
-from shop_common.logs import Log
+from shop_common.logs import Logger
 
 # After an event, a reading of the swarm waits this long for the rest of its burst (a task
 # replaced is a handful of container and service events).
@@ -74,7 +74,7 @@ class SwarmWatcher:
     """Keeps the state's nodes, services and tasks as the swarm has them."""
 
     def __init__(self, docker_: Docker, state: ConsoleState, changes: Changes,
-                 settings: ConsoleSettings, log: Log) -> None:
+                 settings: ConsoleSettings, log: Logger) -> None:
         self.docker = docker_
         self.state = state
         self.changes = changes

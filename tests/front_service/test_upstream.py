@@ -94,16 +94,17 @@ async def test_a_fast_answer_starts_no_hedge(upstreams: Upstreams) -> None:
 @pytest.mark.anyio
 async def test_hedges_stay_within_their_budget(upstreams: Upstreams) -> None:
     """When every try is slow, early hedges stop once the budget is spent (a burst, then one
-    per HEDGE_EVERY calls); the rest wait for the try timeout's backstop."""
+    per HEDGE_EVERY calls). The backstop is set at the whole budget here, so every hedge
+    counted is an early one, however slow a busy runner makes the slow answers."""
     upstreams.prod.always = after(0.12, answers(200, orjson.dumps(PRODUCT)))
-    settings = front_settings_for(upstreams, **hedged(upstreams))
+    settings = front_settings_for(upstreams, **hedged(
+        upstreams, upstream_attempt_timeout_seconds=0.8))
     calls = 40
     async with running_front(settings) as front:
         for _ in range(calls):
             assert (await front.get()).status_code == 200
         hedges = front.counter("shop_upstream_hedges_total", upstream="prod")
-    assert hedges <= HEDGE_BURST + calls / HEDGE_EVERY
-    assert hedges >= HEDGE_BURST
+    assert HEDGE_BURST <= hedges <= HEDGE_BURST + calls / HEDGE_EVERY, hedges
 
 
 def test_budget_earns_a_share_and_spends_whole_hedges() -> None:
