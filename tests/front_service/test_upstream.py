@@ -46,13 +46,13 @@ def lines(output: str, event: str) -> list[dict[str, Any]]:
 @pytest.mark.anyio
 async def test_a_slow_try_gets_a_hedge_after_the_delay(
         front: Front, upstreams: Upstreams, capsys: pytest.CaptureFixture[str]) -> None:
-    """A replica that takes 0.5 s: after 50 ms a hedge starts on another connection and its
-    answer is the call's; the slow try is cancelled ("lost") and not counted as an error."""
-    upstreams.prod.faults = [after(0.5, answers(200, orjson.dumps(PRODUCT)))]
+    """A replica that takes 5 s: after 50 ms a hedge starts on another connection and its
+    answer is the call's (within the 0.8 s budget); the slow try is cancelled ("lost") and
+    not counted as an error."""
+    upstreams.prod.faults = [after(5.0, answers(200, orjson.dumps(PRODUCT)))]
     capsys.readouterr()
     response = await front.get()
     assert response.status_code == 200
-    assert front.elapsed[-1] < 0.4
     assert front.counter("shop_upstream_hedges_total", upstream="prod") == 1
     assert front.counter("shop_upstream_errors_total", upstream="prod", kind="timeout") == 0
     tries = [(line["attempt"], line["kind"], line["outcome"])
@@ -65,14 +65,15 @@ async def test_the_slow_try_is_not_abandoned(upstreams: Upstreams) -> None:
     """On a node short of CPU the first try may be the only one to answer: tries that are
     merely slow keep running while hedges start beside them, and the first answer wins, even
     when it comes after the try timeout."""
-    upstreams.prod.faults = [after(0.35, answers(200, orjson.dumps(PRODUCT)))]
+    upstreams.prod.faults = [after(0.5, answers(200, orjson.dumps(PRODUCT)))]
     upstreams.prod.always = never_answers  # every hedge hangs
     settings = front_settings_for(upstreams, **hedged(
-        upstreams, upstream_hedge_delay_seconds=0, upstream_attempt_timeout_seconds=0.1))
+        upstreams, upstream_hedge_delay_seconds=0, upstream_attempt_timeout_seconds=0.1,
+        upstream_timeout_seconds=2.0))
     async with running_front(settings) as front:
         response = await front.get()
         assert response.status_code == 200
-        assert 0.35 <= front.elapsed[-1] < 0.6
+        assert 0.5 <= front.elapsed[-1] < 2.0
         assert front.counter("shop_upstream_hedges_total", upstream="prod") == 2
     assert upstreams.prod.connections == 3
 
@@ -119,15 +120,18 @@ def test_budget_earns_a_share_and_spends_whole_hedges() -> None:
 
 
 @pytest.mark.anyio
-async def test_a_refused_try_is_retried_at_once_not_after_the_delay(
-        front: Front, upstreams: Upstreams) -> None:
-    """A failure that means the replica is gone starts the next try at once (a retry), not a
-    hedge, and the call still answers well within the budget."""
+async def test_a_failed_try_is_retried_at_once_not_after_the_delay(upstreams: Upstreams) -> None:
+    """A failed try (a 503 here) starts the next try at once, a retry, long before the hedge
+    delay (0.5 s here) would have started a hedge."""
     upstreams.prod.faults = [answers(503, b"{}")]
-    response = await front.get()
-    assert response.status_code == 200
-    assert front.counter("shop_upstream_retries_total", upstream="prod") == 1
-    assert front.counter("shop_upstream_hedges_total", upstream="prod") == 0
+    settings = front_settings_for(upstreams, **hedged(
+        upstreams, upstream_hedge_delay_seconds=0.5, upstream_attempt_timeout_seconds=0.6))
+    async with running_front(settings) as front:
+        response = await front.get()
+        assert response.status_code == 200
+        assert front.elapsed[-1] < 0.5
+        assert front.counter("shop_upstream_retries_total", upstream="prod") == 1
+        assert front.counter("shop_upstream_hedges_total", upstream="prod") == 0
 
 
 @pytest.mark.anyio
@@ -146,20 +150,20 @@ async def test_every_try_hung_ends_at_the_deadline(front: Front, upstreams: Upst
 
 
 @pytest.mark.anyio
-async def test_hedges_race_on_the_test_loop_without_leaks(front: Front,
-                                                         upstreams: Upstreams) -> None:
+async def test_hedges_race_on_the_test_loop_without_leaks(upstreams: Upstreams) -> None:
     """Fifty concurrent calls with slow first tries: every one answers, and no try is left
     running once they have (the losers were cancelled)."""
     upstreams.prod.faults = [after(0.3, answers(200, orjson.dumps(PRODUCT)))] * 10
-    responses = await asyncio.gather(*(front.get() for _ in range(50)))
-    assert {response.status_code for response in responses} == {200}
-
+    settings = front_settings_for(upstreams, **hedged(upstreams, upstream_timeout_seconds=2.0))
     def leftover() -> list[asyncio.Task[object]]:
         return [task for task in asyncio.all_tasks()
                 if "_get_once" in repr(task.get_coro()) and not task.done()]
 
-    for _ in range(100):  # a cancelled try ends on one of the loop's next turns
-        if not leftover():
-            break
-        await asyncio.sleep(0.01)
-    assert leftover() == []
+    async with running_front(settings) as front:
+        responses = await asyncio.gather(*(front.get() for _ in range(50)))
+        assert {response.status_code for response in responses} == {200}
+        for _ in range(100):  # a cancelled try ends on one of the loop's next turns
+            if not leftover():
+                break
+            await asyncio.sleep(0.01)
+        assert leftover() == []
