@@ -185,6 +185,7 @@ BUILD = $(if $(DOCKER_BUILDKIT),DOCKER_BUILDKIT=$(DOCKER_BUILDKIT) )$(DOCKER) bu
 DEBIAN_IMAGES = $(if $(filter shop/python-base:%,$(BASE_IMAGE)),python) \
 	$(if $(filter 1,$(NO_IPVS)),edge) $(if $(filter shop/prometheus:%,$(PROMETHEUS_IMAGE)),prometheus)
 
+reverse = $(if $(1),$(call reverse,$(wordlist 2,$(words $(1)),$(1))) $(firstword $(1)))
 # Of the shop: stacks deployed now, images `make build` made.
 deployed_stacks = $(filter $(STACKS),$(shell $(DOCKER) stack ls --format '{{.Name}}' 2>/dev/null))
 shop_images = $(shell $(DOCKER) image ls --format '{{.Repository}}:{{.Tag}}' \
@@ -268,12 +269,11 @@ rollback:
 # The stacks, then (once their tasks are gone) the networks and Prometheus' tmpfs volume,
 # which outlive them.
 down:
-	$(if $(deployed_stacks),$(DOCKER) stack rm $(deployed_stacks))
+	$(DOCKER) stack rm $(strip $(call reverse,$(STACKS)))
 	$(SWARM) removed
 	$(foreach n,$(NETWORKS),$(if $(shell $(DOCKER) network ls -q --filter name=^$(n)$$ 2>/dev/null),\
 	$(DOCKER) network rm $(n)$(newline)))
-	$(if $(shell $(DOCKER) volume ls -q --filter name=^autoscale_prometheus-data$$ 2>/dev/null),\
-	$(DOCKER) volume rm autoscale_prometheus-data)
+	$(DOCKER) volume rm autoscale_prometheus-data 2>/dev/null || true
 	$(SWARM) removed --networks $(subst $(space),$(comma),$(NETWORKS)) --volumes autoscale_prometheus-data
 
 # The images `make build` made, and what failed legacy builds leave: untagged build stages and

@@ -270,7 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE")
     parser.add_argument("--default", action="append", default=[], metavar="NAME=VALUE")
     args = parser.parse_args(argv)
-    say = Console(highlight=False, soft_wrap=True)
+    say = Console(highlight=False, soft_wrap=True, markup=False)
     given = {k: v for k, v in _pairs(args.set).items() if k in (*HOST_VARIABLES, "PYTHON")}
     try:
         chosen = configure(given, _pairs(args.default), say)

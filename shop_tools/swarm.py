@@ -415,7 +415,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Iterable[str] | None = None) -> int:
     args = parse_args(list(argv) if argv is not None else None)
-    console = Console(highlight=False, soft_wrap=True)
+    console = Console(highlight=False, soft_wrap=True, markup=False)
     try:
         swarm = Swarm(docker.from_env())
         if args.command == "wait":
