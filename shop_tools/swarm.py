@@ -148,9 +148,19 @@ class Swarm:
             t["Status"]["State"] == "running" and t["Spec"]["ContainerSpec"]["Image"] != image
             for t in wanted
         )
-        draining = sum(
-            t["DesiredState"] != "running" and t["Status"]["State"] == "running" for t in tasks
-        )
+        draining = {
+            t["ID"] for t in tasks
+            if t["DesiredState"] != "running" and t["Status"]["State"] == "running"
+        }
+        # A rollback's scale-in drops the removed tasks from the task list at once while their
+        # containers still drain: those on this node are found by their labels.
+        wanted_ids = {t["ID"] for t in wanted}
+        for container in self.client.containers.list(
+            filters={"label": f"com.docker.swarm.service.id={service.id}"}
+        ):
+            task_id = container.labels.get("com.docker.swarm.task.id", container.id)
+            if task_id not in wanted_ids:
+                draining.add(task_id)
         failures = sorted(
             (t for t in tasks if t["Status"]["State"] in ("failed", "rejected")
              and _epoch(t["Status"]["Timestamp"]) >= since),
@@ -165,7 +175,7 @@ class Swarm:
             running=running,
             starting=len(on_image) - running,
             old=old,
-            draining=draining,
+            draining=len(draining),
             update=status.get("State", ""),
             message=status.get("Message", ""),
             error=failures[-1]["Status"].get("Err", "") if failures else "",
