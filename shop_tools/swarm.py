@@ -12,7 +12,8 @@ per change, then one closing line, what runs now, on which release, at which URL
 
 A service has converged when it runs as many tasks as it wants, all `running` (swarm counts a
 task with a healthcheck as running only once it is healthy), all on the spec's image, none
-left draining (told to shut down, still running), and no update or rollback in progress.
+left draining (told to shut down, still running; also the containers on this node of tasks a
+rollback dropped from the task list), and no update or rollback in progress.
 Reads the Docker Engine API through the Docker SDK (DOCKER_HOST as the docker client reads it).
 
 Over 300 lines: the four subcommands share the one reading of the swarm (ServiceState) and

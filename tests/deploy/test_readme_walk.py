@@ -19,6 +19,7 @@ import re
 import shutil
 import socket
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -109,6 +110,7 @@ def port_80_free() -> bool:
 
 class Walk:
     def __init__(self, scratch: Path, say: Callable[[str], None]) -> None:
+        """`say` prints a line in pytest's output, as the swarm tests' steps do."""
         self.scratch = scratch
         self.say = say
         self.env = {k: v for k, v in os.environ.items() if k not in HOST_VARIABLES}
@@ -172,10 +174,11 @@ def test_the_readme_walk_works_as_written(walk: Walk) -> None:
     assert set(commands) == set(CLOSING), "a step of the walk without a check here, or gone"
     for command in commands:
         extra = {"SHOP_NAMESPACE": NAMESPACE} if command == "make configure" else {}
-        walk.say(f"[walk] $ {command}")
+        started = time.monotonic()
         output = walk.run(command, **extra)
         lines = [line for line in output.splitlines() if line.strip()]
-        walk.say(f"[walk]   {lines[-1] if lines else '(no output)'}")
+        walk.say(f"[walk] $ {command}  ({time.monotonic() - started:.1f} s)\n"
+                 f"[walk]   {lines[-1] if lines else '(no output)'}")
         expected = CLOSING[command]
         if callable(expected):
             expected(output)
