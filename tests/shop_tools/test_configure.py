@@ -38,7 +38,7 @@ def test_an_engine_on_another_kernel_is_assumed_to_have_ipvs() -> None:
 def test_wheelhouse_python_of_the_wanted_minor_version() -> None:
     """The running interpreter (which has pip) is found for its own minor version; a version
     nobody has is not found."""
-    minor = "%d.%d" % sys.version_info[:2]
+    minor = f"{sys.version_info[0]}.{sys.version_info[1]}"
     found = python_with_pip(minor, sys.executable)
     assert found is not None
     assert found[0] == sys.executable

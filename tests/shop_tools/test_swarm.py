@@ -68,6 +68,7 @@ def test_update_failure(first: dict[str, str], now: dict[str, str], rollback: bo
 
 def test_image_names() -> None:
     """Digests are dropped for display; the tag is what follows the last colon of the name."""
-    assert strip_digest("reg:5000/shop/front-service:2@sha256:ab") == "reg:5000/shop/front-service:2"
+    pinned = "reg:5000/shop/front-service:2@sha256:ab"
+    assert strip_digest(pinned) == "reg:5000/shop/front-service:2"
     assert image_tag("reg:5000/shop/front-service:2@sha256:ab") == "2"
     assert image_tag("reg:5000/shop/front-service") == "latest"
