@@ -502,7 +502,8 @@ cmd_push() {
     registry_answers || die "no registry answers at https://$(registry_addr): run scripts/cluster.sh up"
     local start=$SECONDS
     # The tutorial's own `make push`, from this host's engine.
-    run make --no-print-directory push DOCKER="$DOCKER" REGISTRY="$(registry_addr)" \
+    # HOST_CONFIG=/dev/null: the lab is a host of its own, everything it needs is given here.
+    run make --no-print-directory push HOST_CONFIG=/dev/null DOCKER="$DOCKER" REGISTRY="$(registry_addr)" \
         SHOP_NAMESPACE="$SHOP_NAMESPACE" RELEASES="$RELEASES" EDGE_IMAGE="$EDGE_IMAGE" >&2
     log "pushed to $(registry_addr) in $((SECONDS - start))s"
 }
@@ -520,7 +521,8 @@ cmd_deploy() {
     # (dnsrr endpoints, the edge on every node's port 80). It creates the overlay networks
     # too. With REGISTRY it deploys the pushed images with --resolve-image always (digests
     # pinned, the nodes pull); without, --resolve-image never (the nodes hold the images).
-    DOCKER_HOST=unix://$sock run make --no-print-directory deploy NO_IPVS=1 "${registry[@]}" \
+    DOCKER_HOST=unix://$sock run make --no-print-directory deploy HOST_CONFIG=/dev/null \
+        NO_IPVS=1 "${registry[@]}" \
         DOCKER="$DOCKER" SHOP_NAMESPACE="$SHOP_NAMESPACE" IMG_TAG="$tag" \
         REPLICAS="${REPLICAS:-2}" EDGE_PORT=80 EDGE_IMAGE="$EDGE_IMAGE" >&2
     log "deployed; the shop answers on every node, e.g. curl http://127.0.0.1:$(node_port 1)/product-detail/2"

@@ -18,6 +18,18 @@ from tests.support.swarm_deployment import Deployment, deployed_shop
 FIGURES = pytest.StashKey[list[dict[str, Any]]]()
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The README's walk (test_readme_walk.py) deploys under the stack and network names the
+    shared deployment (`shop`) uses: it runs before the first test that sets that up."""
+    walk = [item for item in items if item.path.name == "test_readme_walk.py"]
+    if not walk:
+        return
+    rest = [item for item in items if item not in walk]
+    first = next((i for i, item in enumerate(rest) if "shop" in getattr(item, "fixturenames", ())),
+                 len(rest))
+    items[:] = rest[:first] + walk + rest[first:]
+
+
 @pytest.fixture(scope="session")
 def missing_docker() -> Callable[[str], None]:
     """Skip with a reason, or fail when CI=true: CI must not pass by skipping."""

@@ -26,6 +26,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.support.make import NO_HOST_CONFIG
 from tests.support.swarm_deployment import NAMESPACE, REPO, Deployment, free_host_port, wait_for
 
 pytestmark = pytest.mark.swarm
@@ -81,7 +82,8 @@ class Autoscaling:
         """Run a make target of the repo against this deployment; its output."""
         args = [f"{key}={value}" for key, value in variables.items()]
         result = subprocess.run(
-            ["make", "--no-print-directory", target, f"DOCKER={self.shop.docker.binary}", *args],
+            ["make", "--no-print-directory", target, f"DOCKER={self.shop.docker.binary}", *args,
+             *NO_HOST_CONFIG],
             cwd=REPO, capture_output=True, text=True, timeout=300, env=dict(os.environ),
         )
         assert result.returncode == 0, f"make {target}:\n{result.stdout}\n{result.stderr}"
@@ -128,7 +130,7 @@ class Autoscaling:
         return subprocess.Popen(
             ["make", "--no-print-directory", "load", f"RATE={rate:g}", f"SECONDS={seconds}",
              f"EDGE_PORT={self.shop.edge_port}", f"DOCKER={self.shop.docker.binary}",
-             f"PYTHON={sys.executable}"],
+             f"PYTHON={sys.executable}", *NO_HOST_CONFIG],
             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
 

@@ -22,6 +22,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.support.make import NO_HOST_CONFIG
+
 REPO = Path(__file__).resolve().parents[2]
 STACKS = REPO / "stacks"
 ALIASES = {"prod": "prod.api", "coupon": "coupon.api"}
@@ -200,13 +202,14 @@ def test_makefile_steps_use_existing_stack_files() -> None:
             "build",
             "deploy",
             "status",
-            "scale",
+            "scale REPLICAS=4",
             "update",
             "rollback",
             "down",
         ):
             result = subprocess.run(
-                ["make", "-n", "--no-print-directory", target, f"NO_IPVS={no_ipvs}"],
+                ["make", "-n", "--no-print-directory", *target.split(), f"NO_IPVS={no_ipvs}",
+                 *NO_HOST_CONFIG],
                 cwd=REPO,
                 capture_output=True,
                 text=True,
@@ -271,7 +274,7 @@ def test_registry_runs_on_a_manager_with_tls_from_secrets(
 
 
 def make_n(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["make", "-n", "--no-print-directory", *args], cwd=REPO,
+    return subprocess.run(["make", "-n", "--no-print-directory", *args, *NO_HOST_CONFIG], cwd=REPO,
                           capture_output=True, text=True, timeout=30)
 
 
@@ -299,14 +302,14 @@ def test_deploys_pin_digests_only_from_a_registry() -> None:
     """With REGISTRY the deploy steps name the registry's images and resolve their digests
     (--resolve-image always); without, they deploy local images and never ask a registry."""
     for target in ("deploy", "update", "scale"):
-        remote = make_n(target, "NO_IPVS=1", "REGISTRY=reg.example:5000")
+        remote = make_n(target, "NO_IPVS=1", "REGISTRY=reg.example:5000", "REPLICAS=3")
         assert remote.returncode == 0, remote.stderr
         deploys = [line for line in remote.stdout.splitlines() if "stack deploy" in line]
         assert deploys, target
         for line in deploys:
             assert "--resolve-image always" in line, line
             assert "SHOP_NAMESPACE=reg.example:5000/shop " in line or "edge.yml" in line, line
-        local = make_n(target, "NO_IPVS=1")
+        local = make_n(target, "NO_IPVS=1", "REPLICAS=3")
         for line in (x for x in local.stdout.splitlines() if "stack deploy" in x):
             assert "--resolve-image never" in line, line
             assert "reg.example" not in line
@@ -475,7 +478,7 @@ def test_makefile_autoscale_and_load_targets() -> None:
     load sends traffic to 127.0.0.1 only, down removes the autoscale stack and its volume."""
     def dry(target: str, *args: str) -> str:
         result = subprocess.run(
-            ["make", "-n", "--no-print-directory", target, *args],
+            ["make", "-n", "--no-print-directory", target, *args, *NO_HOST_CONFIG],
             cwd=REPO, capture_output=True, text=True, timeout=30,
         )
         assert result.returncode == 0, result.stderr
@@ -605,3 +608,18 @@ def test_makefile_one_stack_targets() -> None:
     assert refused.returncode != 0
     assert "SERVICE must be one of prod coupon front" in refused.stderr
     assert "scripts/render_stacks.py" in make_n("stacks").stdout
+
+
+def test_readme_walk_and_try_it_are_make_steps_that_exist() -> None:
+    """Every make command of the README's walk and of "Try it" (Scaling with traffic) is a
+    step make knows and can run with nothing more on its command line (dry run)."""
+    readme = (REPO / "README.md").read_text()
+    walk = readme.split("<!-- walk: ", 1)[1].split("```", 2)[1]
+    try_it = readme.split("### Try it", 1)[1].split("```sh", 1)[1].split("```", 1)[0]
+    commands = [re.split(r"\s+#", line, maxsplit=1)[0].split()
+                for line in (walk + try_it).splitlines()]
+    steps = [words[1:] for words in commands if words[:1] == ["make"]]
+    assert len(steps) >= 12
+    for args in steps:
+        result = make_n(*args)
+        assert result.returncode == 0, (args, result.stderr)
