@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.make import NO_HOST_CONFIG
 from tests.support.stand_in import stand_in_docker
 
 REPO = Path(__file__).resolve().parents[2]
@@ -79,15 +80,17 @@ def test_defaults_when_not_running(docker, tmp_path: Path) -> None:
 
 
 def test_make_shop_update_keeps_the_other_services_as_they_run(docker) -> None:
-    """`make shop-update SERVICE=front` deploys the front at IMG_TAG (2 by default) and prod
-    and coupon at the tags they run, every service at its current replica count."""
+    """`make shop-update SERVICE=front` deploys the front at IMG_TAG (latest, release 2, by
+    default, as `make update`) and prod and coupon at the tags they run, every service at its
+    current replica count."""
     fake = docker({
         "shop_prod": {"image": "shop/prod-service:1", "replicas": 3},
         "shop_coupon": {"image": "shop/coupon-service:2", "replicas": 2},
         "shop_front": {"image": "shop/front-service:1", "replicas": 5},
     })
     result = subprocess.run(
-        ["make", "-n", "--no-print-directory", "shop-update", "SERVICE=front", f"DOCKER={fake}"],
+        ["make", "-n", "--no-print-directory", "shop-update", "SERVICE=front", f"DOCKER={fake}",
+         *NO_HOST_CONFIG],
         cwd=REPO, capture_output=True, text=True, timeout=60,
     )
     assert result.returncode == 0, result.stderr
@@ -95,6 +98,6 @@ def test_make_shop_update_keeps_the_other_services_as_they_run(docker) -> None:
     values = dict(re.findall(r"\b([A-Z_]+)=(\S+)", line))
     assert {k: values[k] for k in ("PROD_TAG", "COUPON_TAG", "FRONT_TAG", "PROD_REPLICAS",
                                    "COUPON_REPLICAS", "FRONT_REPLICAS")} == {
-        "PROD_TAG": "1", "COUPON_TAG": "2", "FRONT_TAG": "2",
+        "PROD_TAG": "1", "COUPON_TAG": "2", "FRONT_TAG": "latest",
         "PROD_REPLICAS": "3", "COUPON_REPLICAS": "2", "FRONT_REPLICAS": "5",
     }
