@@ -13,6 +13,7 @@
 #   make rollback                      back to the previous spec of the front (SERVICE=...)
 #   make autoscale                     Prometheus and the autoscaler (stacks/autoscale.yml)
 #   make load RATE=200 SECONDS=30      bounded load on the entry point, live progress line
+#                                      (LOAD_JSON=FILE: its report as JSON)
 #   make down                          remove the stacks, then the networks
 #
 #   make cluster-up                    a three-node swarm on this machine (scripts/cluster.sh),
@@ -37,7 +38,7 @@
 # RELEASES, REGISTRY, REPLICAS, SERVICE, NO_IPVS, EDGE_PORT, EDGE_IMAGE; for autoscaling
 # AUTOSCALE_MIN, AUTOSCALE_MAX, AUTOSCALE_TARGET_RPS (the front's labels), AUTOSCALE_INTERVAL_S,
 # AUTOSCALE_DOWN_STABILIZATION_S, AUTOSCALE_RATE_WINDOW_S, PROMETHEUS_IMAGE, PROMETHEUS_PORT,
-# AUTOSCALER_IMAGE, DOCKER_GID; for the load RATE, SECONDS.
+# AUTOSCALER_IMAGE, DOCKER_GID; for the load RATE, SECONDS, LOAD_JSON.
 #
 # While the autoscaler runs, deploy/update/scale keep an autoscaled service's current replica
 # count when it is above REPLICAS (scripts/autoscaled-replicas.sh): they never lower it.
@@ -68,6 +69,7 @@ DOCKER_GID       ?= $(shell stat -c %g /var/run/docker.sock 2>/dev/null || echo 
 PYTHON           ?= .venv/bin/python
 RATE             ?= 200
 SECONDS          ?= 30
+LOAD_JSON        ?=
 VERSION        ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 
 ifneq ($(REGISTRY),)
@@ -195,11 +197,12 @@ autoscale: networks
 		$(DEPLOY) -c stacks/autoscale.yml autoscale
 
 # RATE requests/s for SECONDS seconds (at most 600) on the shop's entry point on this machine,
-# with one live progress line: sent, failed, p99, the front's replicas.
+# with one live progress line: sent, failed, p99, the front's replicas. LOAD_JSON=FILE: the
+# report as JSON too.
 load:
 	$(PYTHON) -m shop_tools.load --rate $(RATE) --duration $(SECONDS) \
 		--url http://127.0.0.1:$(EDGE_PORT)/product-detail/2 --service front_app \
-		--docker $(DOCKER)
+		--docker $(DOCKER)$(if $(LOAD_JSON), --json $(LOAD_JSON))
 
 cluster-up:
 	scripts/cluster.sh up
