@@ -36,6 +36,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TextIO
 
+from rich.console import Console
+from rich.text import Text
+
 DEFAULT_SERVICES = ("prod_app", "coupon_app", "front_app")
 DEFAULT_REORDER_SECONDS = 0.5
 DEFAULT_TAIL = "50"
@@ -53,15 +56,9 @@ _HIDDEN_KEYS = {"logger"}  # which stdlib logger spoke adds nothing for a reader
 _BLOCK_KEYS = ("exception", "traceback", "stack")  # multi-line values go below the line
 _TIME_WIDTH = 12
 
-_RESET = "\033[0m"
-_DIM = "\033[2m"
-_RED = "\033[31m"
-_GREEN = "\033[32m"
-_YELLOW = "\033[33m"
-_BLUE = "\033[34m"
-_MAGENTA = "\033[35m"
-_CYAN = "\033[36m"
-_SERVICE_COLOURS = {"front": _CYAN, "prod": _GREEN, "coupon": _MAGENTA}
+# rich styles; rich decides whether the output takes them (a terminal, NO_COLOR,
+# FORCE_COLOR, TERM=dumb, --color).
+_SERVICE_STYLES = {"front": "cyan", "prod": "green", "coupon": "magenta"}
 
 
 def parse_timestamp(value: object) -> datetime | None:
@@ -127,24 +124,16 @@ def parse_line(line: str) -> Record | None:
     return Record(data, text, parse_timestamp(data.get("ts")) or split.ts, split.task)
 
 
-def _paint(text: str, colour: str | None, enabled: bool) -> str:
-    return f"{colour}{text}{_RESET}" if enabled and colour else text
-
-
 def _clock(ts: datetime | None) -> str:
     if ts is None:
         return " " * _TIME_WIDTH
     return ts.strftime("%H:%M:%S.") + f"{ts.microsecond // 1000:03d}"
 
 
-def _status_colour(status: object) -> str | None:
-    if not isinstance(status, int):
-        return _RED
-    if status >= 500:
-        return _RED
-    if status >= 400:
-        return _YELLOW
-    return _GREEN
+def _status_style(status: object) -> str:
+    if not isinstance(status, int) or status >= 500:
+        return "red"
+    return "yellow" if status >= 400 else "green"
 
 
 def _duration(value: object) -> str:
@@ -169,71 +158,80 @@ def _blocks(record: Mapping[str, Any]) -> str:
     return "".join("\n" + "\n".join(f"    {row}" for row in text.splitlines()) for text in texts)
 
 
-def format_record(record: Mapping[str, Any], *, color: bool = False) -> str:
-    """One readable line for a parsed JSON log record; never fails on odd or missing fields."""
+def record_text(record: Mapping[str, Any]) -> Text:
+    """One readable line for a parsed JSON log record, styled; never fails on odd or missing
+    fields."""
     ts = parse_timestamp(record.get("ts"))
     service = _text(record.get("service"), "?")
     release = record.get("release")
     instance = _text(record.get("instance"), "?") + (f" r{_text(release)}" if release else "")
-    head = " ".join(
-        [
-            _paint(_clock(ts) if ts else _text(record.get("ts"), "")[:_TIME_WIDTH], _DIM, color),
-            _paint(f"{service:<6}", _SERVICE_COLOURS.get(service, _BLUE), color),
-            f"{instance:<15}",
-            _paint(_text(record.get("request_id")), _DIM, color),
-        ]
+    line = Text.assemble(
+        (_clock(ts) if ts else _text(record.get("ts"), "")[:_TIME_WIDTH], "dim"), " ",
+        (f"{service:<6}", _SERVICE_STYLES.get(service, "blue")), " ",
+        f"{instance:<15}", " ",
+        (_text(record.get("request_id")), "dim"), "  ",
     )
     event = record.get("event")
     level = _text(record.get("level"), "info").lower()
+    if level in ("error", "critical") and event in ("request", "upstream"):
+        line.append(level.upper(), "red").append(" ")
     if event == "request":
         status = record.get("status")
-        body = (
-            f"{_text(record.get('method'))} {_text(record.get('path'))} "
-            f"{_paint(_text(status), _status_colour(status), color)} "
-            f"{_duration(record.get('duration_ms'))}"
-        )
+        line.append(f"{_text(record.get('method'))} {_text(record.get('path'))} ")
+        line.append(_text(status), _status_style(status))
+        line.append(f" {_duration(record.get('duration_ms'))}")
         known = _COMMON_KEYS | _REQUEST_KEYS
     elif event == "upstream":
         status = record.get("status")
         outcome = _text(record.get("outcome"))
         attempt = record.get("attempt")
         retry = isinstance(attempt, int) and attempt > 1
-        body = (
-            f"  -> {_text(record.get('upstream'))} {_text(record.get('method'))} "
-            f"{_text(record.get('url'))} "
-            f"{_paint(_text(status), _status_colour(status), color)} "
-            f"{_duration(record.get('duration_ms'))} "
-            f"{_paint(f'attempt={_text(attempt)}', _YELLOW if retry else None, color)} "
-            f"{_paint(outcome, _GREEN if outcome == 'ok' else _RED, color)}"
-        )
+        line.append(f"  -> {_text(record.get('upstream'))} {_text(record.get('method'))} "
+                    f"{_text(record.get('url'))} ")
+        line.append(_text(status), _status_style(status))
+        line.append(f" {_duration(record.get('duration_ms'))} ")
+        line.append(f"attempt={_text(attempt)}", "yellow" if retry else "")
+        line.append(" ").append(outcome, "green" if outcome == "ok" else "red")
         known = _COMMON_KEYS | _UPSTREAM_KEYS
     else:
-        message = record.get("message")
-        body = _text(event, "log") + (f": {_text(message)}" if message is not None else "")
         if level != "info":
-            colour = _RED if level in ("error", "critical") else _YELLOW
-            body = _paint(level.upper(), colour, color) + " " + body
+            line.append(level.upper(), "red" if level in ("error", "critical") else "yellow")
+            line.append(" ")
+        message = record.get("message")
+        line.append(_text(event, "log") + (f": {_text(message)}" if message is not None else ""))
         known = _COMMON_KEYS
     extras = _extras(record, known)
-    if level in ("error", "critical") and event in ("request", "upstream"):
-        body = _paint(level.upper(), _RED, color) + " " + body
-    line = f"{head}  {body}" + (f"  {_paint(extras, _DIM, color)}" if extras else "")
-    return line + _blocks(record)
+    if extras:
+        line.append("  ").append(extras, "dim")
+    return line.append(_blocks(record))
 
 
-def format_plain(source: str, line: DockerLine, *, color: bool = False) -> str:
+def format_record(record: Mapping[str, Any]) -> str:
+    """record_text() without styles."""
+    return record_text(record).plain
+
+
+def plain_line_text(source: str, line: DockerLine) -> Text:
     """A line that is not JSON: kept as it is, behind its time (if docker gave one) and source."""
-    label = line.task or source
-    return f"{_paint(_clock(line.ts), _DIM, color)} {_paint(label, _BLUE, color)} | {line.message}"
+    return Text.assemble((_clock(line.ts), "dim"), " ", (line.task or source, "blue"),
+                         f" | {line.message}")
 
 
-def use_colour(out: TextIO, choice: str = "auto") -> bool:
-    if choice != "auto":
-        return choice == "always"
-    if os.environ.get("NO_COLOR"):
-        return False
-    isatty = getattr(out, "isatty", None)
-    return bool(isatty and isatty())
+class LogConsole(Console):
+    """A rich console that tells its printer when the reader of the output has gone away
+    (`shop-logs | head`) instead of ending the process: several threads write to it."""
+
+    def on_broken_pipe(self) -> None:
+        raise BrokenPipeError
+
+
+def log_console(out: TextIO | None = None, color: str = "auto") -> LogConsole:
+    """The console the lines are printed on: colours when `color` is "always", none when
+    "never", and as rich finds the output ("auto": a terminal, NO_COLOR, FORCE_COLOR...)."""
+    options: dict[str, Any] = {"force_terminal": True} if color == "always" else {}
+    if color == "never":
+        options["color_system"] = None
+    return LogConsole(file=out, highlight=False, markup=False, emoji=False, **options)
 
 
 @dataclass(order=True, slots=True)
@@ -241,7 +239,7 @@ class _Pending:
     key: float
     seq: int
     arrived: float
-    text: str
+    text: Text
     emitted: bool = False
 
 
@@ -261,14 +259,13 @@ class LogPrinter:
         *,
         raw: bool = False,
         request_id: str | None = None,
-        color: bool | None = None,
+        color: str = "auto",
         reorder_seconds: float = DEFAULT_REORDER_SECONDS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.out = out if out is not None else sys.stdout
+        self.console = log_console(out, color)
         self.raw = raw
         self.request_id = request_id
-        self.color = use_colour(self.out) if color is None else color
         self.reorder_seconds = reorder_seconds
         self._clock = clock
         self._lock = threading.Lock()
@@ -299,7 +296,7 @@ class LogPrinter:
         while not self._closed.wait(interval):
             self.flush()
 
-    def render(self, source: str, line: str) -> tuple[float | None, str | None]:
+    def render(self, source: str, line: str) -> tuple[float | None, Text | None]:
         """(sort key, output text) for one line; text None when the filter drops it."""
         record = parse_line(line)
         if record is None:
@@ -307,14 +304,12 @@ class LogPrinter:
                 return None, None
             split = split_docker_prefix(line)
             key = split.ts.timestamp() if split.ts else None
-            text = (
-                line.rstrip("\r\n") if self.raw else format_plain(source, split, color=self.color)
-            )
+            text = Text(line.rstrip("\r\n")) if self.raw else plain_line_text(source, split)
             return key, text
         if self.request_id is not None and record.request_id != self.request_id:
             return None, None
         key = record.ts.timestamp() if record.ts else None
-        text = record.text if self.raw else format_record(record.data, color=self.color)
+        text = Text(record.text) if self.raw else record_text(record.data)
         return key, text
 
     def feed(self, source: str, line: str) -> None:
@@ -359,12 +354,14 @@ class LogPrinter:
                     due.append(pending)
             self._write([p.text for p in due])
 
-    def _write(self, texts: list[str]) -> None:
+    def _write(self, texts: list[Text]) -> None:
         if not texts or self.broken:
             return
         try:
-            self.out.write("".join(f"{t}\n" for t in texts))
-            self.out.flush()
+            for text in texts:
+                # soft_wrap: a line is written whole, never wrapped or cut at the width.
+                self.console.print(text, soft_wrap=True)
+            self.console.file.flush()
         except BrokenPipeError:
             # The reader went away (`| head`): writes happen on reader and flusher threads,
             # so the printer stops quietly and callers check `broken`.
@@ -388,7 +385,7 @@ def pretty_stream(
     out: TextIO | None = None,
     raw: bool = False,
     request_id: str | None = None,
-    color: bool | None = None,
+    color: str = "auto",
 ) -> int:
     """Print `lines` readably; returns how many lines were printed (or fed).
 
@@ -503,7 +500,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--request-id", help="only the lines of this request id, across services")
     parser.add_argument("--raw", action="store_true", help="print the JSON lines unchanged")
     parser.add_argument(
-        "--color", choices=("auto", "always", "never"), default="auto", help="(auto: only on a TTY)"
+        "--color", choices=("auto", "always", "never"), default="auto",
+        help="(auto: on a terminal, unless NO_COLOR is set or TERM=dumb)"
     )
     parser.add_argument("--no-follow", action="store_true", help="--swarm: print what is there")
     parser.add_argument(
@@ -538,7 +536,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     printer = LogPrinter(
         raw=args.raw,
         request_id=args.request_id,
-        color=use_colour(sys.stdout, args.color),
+        color=args.color,
         reorder_seconds=math.inf if recorded else args.reorder_seconds,
     )
     status = 0
