@@ -7,11 +7,9 @@ import time
 from collections.abc import Callable
 
 import pytest
-from rich.text import Text
 
 from shop_tools.logview import (
     LogPrinter,
-    format_record,
     main,
     parse_line,
     pretty_stream,
@@ -155,11 +153,11 @@ def test_docker_prefix_detection_leaves_json_with_pipes_alone():
     )
 
 
-def test_format_record_request_line():
+def test_record_text_request_line():
     """A request line shows time, service, instance, release, request id, method, path, status."""
     record = json.loads(request("59.101", "prod", "/products/2", "req-a"))
 
-    text = format_record(record)
+    text = record_text(record).plain
 
     assert text.startswith("04:22:59.101 prod   prod-1 r2")
     assert "req-a" in text
@@ -168,23 +166,23 @@ def test_format_record_request_line():
     assert "\033[" not in text
 
 
-def test_format_record_upstream_line():
+def test_record_text_upstream_line():
     """An upstream line shows the upstream, url, status, attempt and outcome."""
     record = json.loads(upstream("59.104", "coupon", "req-a", 2, "timeout"))
 
-    text = format_record(record)
+    text = record_text(record).plain
 
     assert "-> coupon GET http://coupon.api/products/2 - 1.5ms attempt=2 timeout" in text
 
 
-def test_format_record_other_events_and_extras():
+def test_record_text_other_events_and_extras():
     """Other events show level (if not info), event and message; unknown keys follow as k=v."""
     record = json.loads(
         log("59.000", "front", "error", level="error", message="boom", request_id="r1", code=7)
     )
     record["exception"] = "Traceback (most recent call last):\n  ValueError: bad"
 
-    text = format_record(record)
+    text = record_text(record).plain
 
     first, *rest = text.splitlines()
     assert "ERROR error: boom" in first
@@ -201,10 +199,9 @@ def test_format_record_other_events_and_extras():
         {"ts": "yesterday", "level": None, "message": {"nested": True}},
     ],
 )
-def test_format_record_never_fails_on_odd_fields(record):
+def test_record_text_never_fails_on_odd_fields(record):
     """Missing or oddly typed fields still give one line of text."""
-    assert isinstance(format_record(record), str)
-    assert isinstance(record_text(record), Text)
+    assert isinstance(record_text(record).plain, str)
 
 
 def printed_500(monkeypatch: pytest.MonkeyPatch, color: str = "auto", *, tty: bool = False,
