@@ -55,7 +55,8 @@ def report_tables(report: ProbeReport, title: str = "shop-probe") -> RenderableT
         + (" (stopped early)" if report.stopped_early else ""),
     )
     figures.add_row("ok", Text(str(report.ok), style="green"))
-    figures.add_row("failed", failed_text(report.failed).append(
+    figures.add_row("failed", Text.assemble(
+        (str(report.failed), "red" if report.failed else "green"),
         f"  {counts(report.failures)}" if report.failures else ""))
     figures.add_row("latency ms", "  ".join(
         f"{key} {ms(report.latencies.get(key))}" for key in ("p50", "p90", "p99", "max")))
@@ -123,8 +124,9 @@ class RunDisplay:
     def show(self, line: Text, sent: int) -> None:
         """One finished second: its line, and how many requests have been sent in all."""
         live = self.console.is_terminal and not self.console.is_dumb_terminal
-        self._progress.update(self._task, completed=sent, line=line if live else "")
-        if self.keep_lines or not live:
+        in_place = live and not self.keep_lines
+        self._progress.update(self._task, completed=sent, line=line if in_place else "")
+        if not in_place:
             self._progress.console.print(line, soft_wrap=True)
 
 
