@@ -391,3 +391,17 @@ def test_second_hook_gets_each_second_with_running_totals(server):
     assert entries[-1].total_failed == 0
     assert entries[0].p99_ms is not None
     assert entries[0].total <= entries[-1].total
+
+
+def test_a_blocking_probe_stops_when_its_block_ends(server):
+    """`with BlockingProbe.start(...)`: leaving the block stops the probe early, and the report
+    can still be had afterwards."""
+    base, _ = server
+
+    with BlockingProbe.start(base + "/", rate=20, duration=30) as probe:
+        wait_for("2 answers", lambda: probe.completed >= 2, timeout=5, interval=0.01)
+
+    assert not probe.running
+    report = probe.stop_and_wait()
+    assert report.stopped_early
+    assert 2 <= report.total < 20 * 30
