@@ -17,6 +17,7 @@
 #   make status                        release, replicas, update state, entry point, autoscaler
 #   make autoscale                     Prometheus and the autoscaler (stacks/autoscale.yml)
 #   make load RATE=200 SECONDS=30      bounded load on the entry point, live progress line
+#                                      (LOAD_JSON=FILE: its report as JSON)
 #   make console                       the live console (stacks/console.yml) on CONSOLE_PORT;
 #                                      waits until it answers and prints its URL
 #   make push-console REGISTRY=...     the console's image to a registry (a swarm of several
@@ -61,8 +62,8 @@
 # WAIT_TIMEOUT; for autoscaling AUTOSCALE_MIN, AUTOSCALE_MAX, AUTOSCALE_TARGET_RPS (the
 # front's labels), AUTOSCALE_INTERVAL_S, AUTOSCALE_DOWN_STABILIZATION_S,
 # AUTOSCALE_RATE_WINDOW_S, PROMETHEUS_PORT, AUTOSCALER_IMAGE, DOCKER_GID; for the load RATE,
-# SECONDS; for the one stack SHOP_STACK, PROD_TAG, COUPON_TAG, FRONT_TAG, PROD_REPLICAS,
-# COUPON_REPLICAS, FRONT_REPLICAS; for the console CONSOLE_PORT, CONSOLE_IMAGE,
+# SECONDS, LOAD_JSON; for the one stack SHOP_STACK, PROD_TAG, COUPON_TAG, FRONT_TAG,
+# PROD_REPLICAS, COUPON_REPLICAS, FRONT_REPLICAS; for the console CONSOLE_PORT, CONSOLE_IMAGE,
 # CONSOLE_PROBE_RATE, CONSOLE_PROBE_URL.
 
 HOST_CONFIG    ?= host.mk
@@ -115,6 +116,7 @@ CONSOLE_PROBE_URL  ?= http://front_app:8080/product-detail/2
 endif
 RATE             ?= 200
 SECONDS          ?= 30
+LOAD_JSON        ?=
 VERSION        ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 SHOP_STACK     ?= shop
 PROD_TAG       ?= $(IMG_TAG)
@@ -336,10 +338,12 @@ autoscale: networks
 	$(SWARM) wait autoscale_prometheus autoscale_scaler autoscale_docker-api
 
 # RATE requests/s for SECONDS seconds (at most 600) on the shop's entry point on this machine,
-# with one live progress line: sent, failed, p99, the front's replicas.
+# with one live progress line: sent, failed, p99, the front's replicas. LOAD_JSON=FILE: the
+# report as JSON too.
 load:
 	$(PYTHON) -m shop_tools.load --rate $(RATE) --duration $(SECONDS) \
-		--url $(ENTRY_URL) --service front_app --docker $(DOCKER)
+		--url $(ENTRY_URL) --service front_app \
+		--docker $(DOCKER)$(if $(LOAD_JSON), --json $(LOAD_JSON))
 
 # The whole shop as one stack: one deploy, one `docker stack rm`, its own networks. The
 # per-service targets above are the tutorial's walk; use one path or the other, not both.

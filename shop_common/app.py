@@ -5,6 +5,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.middleware import Middleware
+from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
@@ -95,7 +96,10 @@ def build_app(*, service: str, title: str, description: str, settings: ServiceSe
                 yield
         log.info("shutdown", message=f"{service} stopped")
 
-    app = FastAPI(
+    # FastAPI's documented self-hosting of the docs' assets, packaged: /docs and /redoc load
+    # Swagger UI and ReDoc from the service itself (under /static-offline-docs), not from a
+    # CDN, so they work on a machine or a swarm without internet access.
+    app = FastAPIOffline(
         title=title,
         description=description,
         version=settings.release,

@@ -20,9 +20,16 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any, TextIO
+from pathlib import Path
 
-from shop_tools.probe import ProbeHandle, check_probe_args, is_loopback_target, start_probe
+from rich.console import Console
+from rich.text import Text
+
+from shop_tools.probe.blocking import BlockingProbe
+from shop_tools.probe.cli import wait_or_interrupted, write_json
+from shop_tools.probe.display import RunDisplay, failed_text, ms, report_tables, second_hook
+from shop_tools.probe.engine import check_probe_args, is_loopback_target, request_cap
+from shop_tools.probe.report import SecondSummary
 
 MAX_DURATION = 600.0  # s: a demo load, never an open-ended one
 REPLICAS_POLL_SECONDS = 1.0
@@ -70,33 +77,14 @@ class ReplicaWatcher:
             self._stop.wait(self._interval)
 
 
-def progress_line(entry: dict[str, Any], service: str, replicas: str) -> str:
-    p99 = entry["p99_ms"]
-    return (
-        f"[{entry['second'] + 1:>4}s] sent {entry['sent']:>4}/s  failed {entry['failed']}  "
-        f"p99 {'-' if p99 is None else f'{p99:.1f}'} ms  {service} {replicas} replicas  "
-        f"(total {entry['total']}, failed {entry['total_failed']})"
+def progress_line(second: SecondSummary, service: str, replicas: str) -> Text:
+    """shop-load's line for one second: sent, failed, p99, the service's replicas, totals."""
+    return Text.assemble(
+        f"[{second.second + 1:>4}s] sent {second.sent:>4}/s  ",
+        failed_text(second.failed),
+        f"  p99 {ms(second.p99_ms)} ms  {service} {replicas} replicas  "
+        f"(total {second.total}, failed {second.total_failed})",
     )
-
-
-class LiveLine:
-    """Rewrites one line in place on a terminal; prints one line per update elsewhere."""
-
-    def __init__(self, stream: TextIO) -> None:
-        self._stream = stream
-        self._tty = stream.isatty()
-
-    def show(self, text: str) -> None:
-        if self._tty:
-            self._stream.write("\r\x1b[K" + text)  # back to column 0, clear to the line's end
-        else:
-            self._stream.write(text + "\n")
-        self._stream.flush()
-
-    def end(self) -> None:
-        if self._tty:
-            self._stream.write("\n")
-            self._stream.flush()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -113,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="seconds before a request counts as failed (2)")
     parser.add_argument("--service", default="front_app", help="swarm service to show (front_app)")
     parser.add_argument("--docker", default="docker", help="docker client (docker)")
+    parser.add_argument("--json", metavar="FILE", type=Path,
+                        help="also write the report as JSON (shop-probe's, plus the replicas "
+                             "at the end as `replicas_at_end`)")
     return parser
 
 
@@ -130,22 +121,23 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: Sequence[str] | None = None, stream: TextIO = sys.stdout) -> int:
+def main(argv: Sequence[str] | None = None, console: Console | None = None) -> int:
     args = parse_args(argv)
-    line = LiveLine(stream)
-    with ReplicaWatcher(lambda: service_replicas(args.docker, args.service)) as watcher:
-        handle: ProbeHandle = start_probe(
-            args.url, args.rate, args.duration, args.timeout, progress=None,
-            on_second=lambda entry: line.show(progress_line(entry, args.service, watcher.latest)),
+    console = console or Console(highlight=False)
+    display = RunDisplay(console, request_cap(args.rate, args.duration), keep_lines=False)
+    with ReplicaWatcher(lambda: service_replicas(args.docker, args.service)) as watcher, \
+            display:
+        probe = BlockingProbe.start(
+            args.url, args.rate, args.duration, args.timeout,
+            on_second=second_hook(
+                display, lambda second: progress_line(second, args.service, watcher.latest)),
         )
-        try:
-            report = handle.wait()
-        except KeyboardInterrupt:
-            report = handle.stop_and_wait()
-        line.end()
-        final = watcher.latest
-    print(report.summary(), file=stream)
-    print(f"{args.service} replicas at the end: {final}", file=stream, flush=True)
+        report = wait_or_interrupted(probe)
+    final = watcher.latest
+    console.print(report_tables(report, "shop-load"))
+    console.print(f"{args.service} replicas at the end: {final}", soft_wrap=True)
+    if args.json:
+        write_json(args.json, {**report.to_dict(), "replicas_at_end": final})
     return 1 if report.failed else 0
 
 

@@ -17,6 +17,10 @@ import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
 from shop_tools.logview import LogPrinter
 
 HOST = "127.0.0.1"
@@ -111,6 +115,28 @@ def stop(services: Sequence[Service], sig: int, timeout: float) -> int:
     return worst
 
 
+# shop-run's own messages go to stderr, through rich; the services' logs to stdout.
+console = Console(stderr=True, highlight=False)
+
+
+def say(message: str, style: str = "") -> None:
+    console.print(Text.assemble(("shop-run: ", "bold"), (message, style)))
+
+
+def where_they_listen(services: dict[str, Service], release: str) -> Table:
+    table = Table(title="shop-run: the shop on this machine", title_justify="left",
+                  caption="API docs at /docs on each; Ctrl-C stops all three",
+                  caption_justify="left")
+    table.add_column("service", style="bold")
+    table.add_column("try", no_wrap=True)  # whole URLs, to copy
+    paths = {"prod": "/products/2", "coupon": "/products/2/coupons",
+             "front": "/product-detail/2"}
+    for name, service in services.items():
+        label = f"{name} (release {release})" if name == "front" else name
+        table.add_row(label, service.url + paths[name])
+    return table
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="shop-run", description=__doc__.splitlines()[0])
     parser.add_argument("--prod-port", type=int, default=3001)
@@ -145,29 +171,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         failed = wait_healthy(list(services.values()), timeout=15)
         if failed is not None:
             stop(list(services.values()), signal.SIGINT, timeout=5)
-            print(
-                f"shop-run: {failed.name} service did not become healthy on {failed.url}",
-                file=sys.stderr,
-            )
+            say(f"{failed.name} service did not become healthy on {failed.url}", "red")
             return 1
-        print(
-            f"shop-run: prod   {services['prod'].url}/products/2\n"
-            f"shop-run: coupon {services['coupon'].url}/products/2/coupons\n"
-            f"shop-run: front  {services['front'].url}/product-detail/2  "
-            f"(release {args.release}; docs at /docs)\n"
-            "shop-run: Ctrl-C stops all three",
-            file=sys.stderr,
-            flush=True,
-        )
+        console.print(where_they_listen(services, args.release))
         while not stop_requested.wait(0.2):
             dead = [(s.name, code) for s in services.values()
                     if s.process and (code := s.process.poll()) is not None]
             if dead:
-                print(
-                    f"shop-run: {dead[0][0]} exited with {dead[0][1]}; "
-                    "stopping the others",
-                    file=sys.stderr,
-                )
+                say(f"{dead[0][0]} exited with {dead[0][1]}; stopping the others", "red")
                 stop(list(services.values()), signal.SIGINT, timeout=10)
                 return 1
         # Ctrl-C: stop now. SIGTERM: the services drain as they would in a swarm.
@@ -175,7 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Front first, so it does not see its upstreams vanish under requests it is serving.
         order = [services["front"], services["prod"], services["coupon"]]
         code = stop(order, sig, timeout=30)
-    print(f"shop-run: stopped (exit status {code})", file=sys.stderr)
+    say(f"stopped (exit status {code})", "green" if code == 0 else "red")
     return 0 if code == 0 else 1
 
 

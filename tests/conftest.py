@@ -10,6 +10,7 @@ from front_service.app import create_app as create_front_app
 from front_service.settings import FrontSettings
 from prod_service.app import create_app as create_prod_app
 from prod_service.settings import ProdSettings
+from tests.support.browser import browser  # noqa: F401 - the fixture, for every test
 from tests.support.upstreams import Upstreams, front_settings_for
 
 

@@ -63,7 +63,9 @@ from typing import Any
 import httpx
 import pytest
 
-from shop_tools.probe import ProbeReport, start_probe
+from shop_tools.probe.blocking import BlockingProbe
+from shop_tools.probe.display import summary_text
+from shop_tools.probe.report import ProbeReport
 from tests.support import steps
 from tests.support.steps import missing_docker, timed_step
 
@@ -634,8 +636,8 @@ def test_survives_losing_two_workers_in_turn(lab: Lab) -> None:
         f"{t.service}@{t.node}" for t in before if t.service in APPS)))
     assert on_node3, f"no shop task on node3: nothing to reschedule ({before})"
 
-    main = start_probe(shop_url(1), rate=MAIN_RATE, duration=PROBE_LIMIT, progress=None)
-    side = start_probe(shop_url(2), rate=SIDE_RATE, duration=PROBE_LIMIT, progress=None)
+    main = BlockingProbe.start(shop_url(1), rate=MAIN_RATE, duration=PROBE_LIMIT)
+    side = BlockingProbe.start(shop_url(2), rate=SIDE_RATE, duration=PROBE_LIMIT)
     reports: dict[str, ProbeReport] = {}
     kills = [Kill(3), Kill(2)]
     try:
@@ -649,7 +651,7 @@ def test_survives_losing_two_workers_in_turn(lab: Lab) -> None:
                 lab.say(f"[cluster] {line}")
             row.update(lab.pull_figures(kills[1].wall, nodes=(1, 3)))
     finally:
-        if side.running:
+        if f"node2:{node_port(2)}" not in reports:
             reports[f"node2:{node_port(2)}"] = side.stop_and_wait(timeout=30)
         reports[f"node1:{node_port(1)}"] = main.stop_and_wait(timeout=30)
 
@@ -660,7 +662,7 @@ def test_survives_losing_two_workers_in_turn(lab: Lab) -> None:
                          f"p99={report.latencies.get('p99')}ms, "
                          f"max={report.latencies.get('max')}ms")
             lab.say(f"[cluster] probe {name}:")
-            lab.say(report.summary())
+            lab.say(summary_text(report))
             for kill in kills:
                 offset = kill.at - report.started_at
                 if offset > report.elapsed:

@@ -33,12 +33,6 @@ def console_settings(engine: FakeEngine, upstreams: Upstreams) -> ConsoleSetting
                            story_timeout_s=1.0, access_log=False)
 
 
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    with chromium() as driver:
-        yield driver
-
-
 def swarm_with_a_failed_task(engine: FakeEngine) -> None:
     """One node, prod at release 2 with two tasks, and a task that failed with an error text
     that looks like markup (names and errors are data)."""

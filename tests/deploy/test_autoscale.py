@@ -21,6 +21,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -50,23 +51,6 @@ AUTOSCALER_IMAGE = f"{NAMESPACE}/autoscaler:test"
 # prometheus), else the official one if it is already here.
 PROMETHEUS_IMAGES = ("shop/prometheus:bookworm", "prom/prometheus:v2.53.5")
 FRONT = "front_app"
-
-
-@dataclass
-class LoadRun:
-    """What `make load` printed at the end (its summary)."""
-
-    total: int
-    failed: int
-    instances: dict[str, int]
-
-    @classmethod
-    def parse(cls, output: str) -> LoadRun:
-        summary = re.search(r"(\d+) requests in [\d.]+ s at [\d.]+/s, \d+ ok, (\d+) failed", output)
-        assert summary, output[-3000:]
-        found = re.search(r"^instances: (.*)$", output, re.M)
-        pairs = (item.split("=") for item in found[1].split()) if found else ()
-        return cls(int(summary[1]), int(summary[2]), {k: int(v) for k, v in pairs})
 
 
 def _loadavg() -> str:
@@ -125,12 +109,13 @@ class Autoscaling:
         spec = self.shop.inspect(service)["Spec"]
         return int(spec["Mode"]["Replicated"]["Replicas"])
 
-    def start_load(self, rate: float, seconds: int) -> subprocess.Popen[str]:
-        """`make load` on the edge, as a user runs it; it ends by itself after `seconds`."""
+    def start_load(self, rate: float, seconds: int, report: Path) -> subprocess.Popen[str]:
+        """`make load` on the edge, as a user runs it, writing its report as JSON to `report`;
+        it ends by itself after `seconds`."""
         return subprocess.Popen(
             ["make", "--no-print-directory", "load", f"RATE={rate:g}", f"SECONDS={seconds}",
              f"EDGE_PORT={self.shop.edge_port}", f"DOCKER={self.shop.docker.binary}",
-             f"PYTHON={sys.executable}", *NO_HOST_CONFIG],
+             f"PYTHON={sys.executable}", f"LOAD_JSON={report}", *NO_HOST_CONFIG],
             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
 
@@ -238,7 +223,7 @@ def test_prometheus_scrapes_every_replica(autoscaling: Autoscaling) -> None:
 
 
 def test_load_step_scales_the_front_out_and_back_without_a_failed_request(
-    autoscaling: Autoscaling,
+    autoscaling: Autoscaling, tmp_path: Path,
 ) -> None:
     """Under `make load` the front reaches >= 4 healthy replicas within 45 s, its first tasks
     untouched, and >= 4 of them answer; `make scale REPLICAS=2` at the peak keeps the count;
@@ -250,7 +235,8 @@ def test_load_step_scales_the_front_out_and_back_without_a_failed_request(
                    loadavg=_loadavg()) as row, \
             shop.probing(row):
         assert autoscaling.replicas(FRONT) == 2
-        load = autoscaling.start_load(LOAD_RATE, LOAD_SECONDS)
+        load_report = tmp_path / "load.json"
+        load = autoscaling.start_load(LOAD_RATE, LOAD_SECONDS, load_report)
         started = time.monotonic()
         try:
             wait_for(">= 4 healthy front replicas", lambda: len(autoscaling.healthy(FRONT)) >= 4,
@@ -276,19 +262,21 @@ def test_load_step_scales_the_front_out_and_back_without_a_failed_request(
             timeout=SCALE_IN_LIMIT + 30,
         )
         row["scale_in_s"] = round(time.monotonic() - stopped, 1)
-        load_run = LoadRun.parse(output)
-        row.update(load_requests=load_run.total, load_failed=load_run.failed,
-                   load_instances=len(load_run.instances), loadavg_end=_loadavg())
+        assert load_report.exists(), output[-3000:]
+        load_run = json.loads(load_report.read_text())
+        row.update(load_requests=load_run["total"], load_failed=load_run["failed"],
+                   load_instances=len(load_run["instances"]),
+                   load_p99_ms=load_run["latencies_ms"]["p99"], loadavg_end=_loadavg())
     shop.say("\n".join(line for line in output.splitlines() if not line.startswith("[")))
     autoscaling.report()
 
     assert load.returncode == 0, output[-3000:]
     assert row["scale_out_s"] <= SCALE_OUT_LIMIT
     assert row["scale_in_s"] <= SCALE_IN_LIMIT
-    assert load_run.failed == 0
+    assert load_run["failed"] == 0
     assert row["failed"] == 0  # the probe, through scale-out and scale-in
-    assert load_run.total >= LOAD_RATE * LOAD_SECONDS * 0.95
-    assert len(load_run.instances) >= 4  # the new replicas answered
+    assert load_run["total"] >= LOAD_RATE * LOAD_SECONDS * 0.95
+    assert len(load_run["instances"]) >= 4  # the new replicas answered
     assert row["scraped_replicas"] >= 4
     assert row["first_tasks_running"] == 2  # scaling restarted no task
     (deployed_with,) = re.findall(r"REPLICAS=(\d+) .*stack deploy .* front$", printed, re.M)

@@ -1,18 +1,22 @@
 import io
+import json
 import stat
 import time
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
+from rich.console import Console
 
 from shop_tools.load import (
-    LiveLine,
     ReplicaWatcher,
     main,
     parse_args,
     progress_line,
     service_replicas,
 )
+from shop_tools.probe.report import SecondSummary
 from tests.support.steps import wait_for
 
 
@@ -29,20 +33,21 @@ def fake_docker(tmp_path: Path):
     return make
 
 
-class TtyStream(io.StringIO):
-    def isatty(self) -> bool:
-        return True
+def plain_console(out: io.StringIO, **options: Any) -> Console:
+    """A console writing to `out`, not a terminal unless forced; the width of a wide one."""
+    return Console(file=out, width=160, highlight=False, **options)
 
 
-def test_load_reports_each_second_with_replicas_and_a_summary(server, fake_docker):
-    """A short load on the tiny server: all ok, a line per second naming the replicas, exit 0."""
+def test_load_reports_each_second_with_replicas_and_a_summary(server, fake_docker, tmp_path):
+    """A short load on the tiny server: all ok, a plain line per second naming the replicas
+    (not a terminal), a summary, the report as JSON with the replicas at the end, exit 0."""
     base, _ = server
     docker = fake_docker("front_app 3/4")
     out = io.StringIO()
+    report_file = tmp_path / "load.json"
 
-    status = main(
-        ["--url", base + "/", "--rate", "20", "--duration", "1.5", "--docker", docker], out
-    )
+    status = main(["--url", base + "/", "--rate", "20", "--duration", "1.5", "--docker", docker,
+                   "--json", str(report_file)], plain_console(out))
 
     lines = out.getvalue().splitlines()
     progress = [line for line in lines if line.startswith("[")]
@@ -51,8 +56,30 @@ def test_load_reports_each_second_with_replicas_and_a_summary(server, fake_docke
     assert "failed 0" in progress[-1]
     assert "(total 30, failed 0)" in progress[-1]
     assert "front_app 3/4 replicas" in progress[-1]
-    assert any("30 requests" in line and "30 ok, 0 failed" in line for line in lines)
+    assert any("30 in 1.5 s at 20/s" in line for line in lines)
     assert lines[-1] == "front_app replicas at the end: 3/4"
+    assert "\033[" not in out.getvalue()
+    report = json.loads(report_file.read_text())
+    assert (report["total"], report["ok"], report["failed"]) == (30, 30, 0)
+    assert report["instances"] == {"tiny": 30}
+    assert report["replicas_at_end"] == "3/4"
+
+
+def test_on_a_terminal_the_line_is_rewritten_not_repeated(server, fake_docker):
+    """On a terminal the seconds' lines live in the progress display (rewritten in place), so
+    they are not printed one after the other; the summary is; colours as the terminal takes."""
+    base, _ = server
+    out = io.StringIO()
+
+    status = main(["--url", base + "/", "--rate", "20", "--duration", "1.5",
+                   "--docker", fake_docker("front_app 2/2")],
+                  plain_console(out, force_terminal=True, color_system="standard"))
+
+    text = out.getvalue()
+    assert status == 0
+    assert not [line for line in text.splitlines() if line.startswith("[   1s]")]
+    assert "front_app replicas at the end: 2/2" in text
+    assert "\033[" in text  # rich's colours and cursor control, not ours
 
 
 def test_load_with_failures_exits_1(server, fake_docker):
@@ -62,7 +89,7 @@ def test_load_with_failures_exits_1(server, fake_docker):
     out = io.StringIO()
 
     status = main(["--url", base + "/", "--rate", "10", "--duration", "1",
-                   "--docker", fake_docker("")], out)
+                   "--docker", fake_docker("")], plain_console(out))
 
     assert status == 1
     assert "failed 10" in out.getvalue()
@@ -95,33 +122,14 @@ def test_defaults_are_a_30_second_load_on_the_local_entry_point():
 
 def test_progress_line_reads_one_second():
     """The line shows the second, sent, failed, p99, the replicas and the running totals."""
-    entry = {"second": 11, "sent": 200, "failed": 1, "p99_ms": 23.456,
-             "total": 2400, "total_failed": 3}
-    assert progress_line(entry, "front_app", "4/6") == (
+    second = SecondSummary(second=11, sent=200, completed=200, ok=199, failures={"timeout": 1},
+                           p50_ms=3.0, p99_ms=23.456, releases={}, instances={},
+                           total=2400, total_failed=3)
+    assert progress_line(second, "front_app", "4/6").plain == (
         "[  12s] sent  200/s  failed 1  p99 23.5 ms  front_app 4/6 replicas  "
         "(total 2400, failed 3)"
     )
-    assert "p99 - ms" in progress_line({**entry, "p99_ms": None}, "front_app", "?")
-
-
-def test_live_line_rewrites_in_place_on_a_terminal():
-    """On a terminal each update returns to column 0 and clears; one newline at the end."""
-    stream = TtyStream()
-    line = LiveLine(stream)
-    line.show("one")
-    line.show("two")
-    line.end()
-    assert stream.getvalue() == "\r\x1b[Kone\r\x1b[Ktwo\n"
-
-
-def test_live_line_prints_lines_elsewhere():
-    """Into a file or pipe every update is a line of its own."""
-    stream = io.StringIO()
-    line = LiveLine(stream)
-    line.show("one")
-    line.show("two")
-    line.end()
-    assert stream.getvalue() == "one\ntwo\n"
+    assert "p99 - ms" in progress_line(replace(second, p99_ms=None), "front_app", "?").plain
 
 
 def test_service_replicas_picks_the_exact_name(fake_docker):

@@ -10,13 +10,12 @@ import pytest
 
 from shop_tools.logview import (
     LogPrinter,
-    format_record,
     main,
     parse_line,
     pretty_stream,
+    record_text,
     split_docker_prefix,
     swarm_command,
-    use_colour,
 )
 
 
@@ -154,11 +153,11 @@ def test_docker_prefix_detection_leaves_json_with_pipes_alone():
     )
 
 
-def test_format_record_request_line():
+def test_record_text_request_line():
     """A request line shows time, service, instance, release, request id, method, path, status."""
     record = json.loads(request("59.101", "prod", "/products/2", "req-a"))
 
-    text = format_record(record)
+    text = record_text(record).plain
 
     assert text.startswith("04:22:59.101 prod   prod-1 r2")
     assert "req-a" in text
@@ -167,23 +166,23 @@ def test_format_record_request_line():
     assert "\033[" not in text
 
 
-def test_format_record_upstream_line():
+def test_record_text_upstream_line():
     """An upstream line shows the upstream, url, status, attempt and outcome."""
     record = json.loads(upstream("59.104", "coupon", "req-a", 2, "timeout"))
 
-    text = format_record(record)
+    text = record_text(record).plain
 
     assert "-> coupon GET http://coupon.api/products/2 - 1.5ms attempt=2 timeout" in text
 
 
-def test_format_record_other_events_and_extras():
+def test_record_text_other_events_and_extras():
     """Other events show level (if not info), event and message; unknown keys follow as k=v."""
     record = json.loads(
         log("59.000", "front", "error", level="error", message="boom", request_id="r1", code=7)
     )
     record["exception"] = "Traceback (most recent call last):\n  ValueError: bad"
 
-    text = format_record(record)
+    text = record_text(record).plain
 
     first, *rest = text.splitlines()
     assert "ERROR error: boom" in first
@@ -200,33 +199,51 @@ def test_format_record_other_events_and_extras():
         {"ts": "yesterday", "level": None, "message": {"nested": True}},
     ],
 )
-def test_format_record_never_fails_on_odd_fields(record):
+def test_record_text_never_fails_on_odd_fields(record):
     """Missing or oddly typed fields still give one line of text."""
-    assert isinstance(format_record(record), str)
-    assert isinstance(format_record(record, color=True), str)
+    assert isinstance(record_text(record).plain, str)
 
 
-def test_colour_only_when_asked_or_on_a_tty(monkeypatch):
-    """Colour codes appear with color=True; 'auto' means a TTY and no NO_COLOR."""
+def printed_500(monkeypatch: pytest.MonkeyPatch, color: str = "auto", *, tty: bool = False,
+                **env: str) -> str:
+    """What a printer writes for a request answered 500, under the given environment."""
+    for name in ("NO_COLOR", "FORCE_COLOR", "TERM", "TTY_COMPATIBLE", "TTY_INTERACTIVE"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
 
     class Tty(io.StringIO):
         def isatty(self) -> bool:
             return True
 
-    record = json.loads(request("59.101", "prod", "/products/2", "req-a", status=500))
-    assert "\033[31m500" in format_record(record, color=True)
-    monkeypatch.delenv("NO_COLOR", raising=False)
-    assert use_colour(io.StringIO()) is False
-    assert use_colour(Tty()) is True
-    assert use_colour(io.StringIO(), "always") is True
-    monkeypatch.setenv("NO_COLOR", "1")
-    assert use_colour(Tty()) is False
+    out = Tty() if tty else io.StringIO()
+    printer = LogPrinter(out, color=color, reorder_seconds=0)
+    printer.feed("prod", request("59.101", "prod", "/products/2", "req-a", status=500))
+    return out.getvalue()
+
+
+def test_colour_as_rich_finds_the_output(monkeypatch):
+    """Colours on a terminal; none in a file or pipe, with NO_COLOR (which keeps dim text, as
+    no-color.org allows) or TERM=dumb; FORCE_COLOR and --color always force them, --color
+    never drops every style."""
+    red = "\033[31m500"
+
+    assert red in printed_500(monkeypatch, tty=True, TERM="xterm")
+    assert "\033[" not in printed_500(monkeypatch)
+    no_color = printed_500(monkeypatch, tty=True, TERM="xterm", NO_COLOR="1")
+    assert "\033[31m" not in no_color
+    assert "GET /products/2 500" in no_color
+    assert "\033[" not in printed_500(monkeypatch, tty=True, TERM="dumb")
+    assert red in printed_500(monkeypatch, FORCE_COLOR="1")
+    assert red in printed_500(monkeypatch, "always")
+    assert "\033[" not in printed_500(monkeypatch, "never", tty=True, TERM="xterm")
+    assert "GET /products/2 500" in printed_500(monkeypatch, "never")
 
 
 def test_recorded_lines_print_in_time_order_with_plain_lines_kept():
     """Three services' lines come out sorted by ts; non-JSON lines stay, shown with their source."""
     out = io.StringIO()
-    with LogPrinter(out, color=False, reorder_seconds=float("inf")) as printer:
+    with LogPrinter(out, reorder_seconds=float("inf")) as printer:
         for source, line in shuffled_recording():
             printer.feed(source, line)
 
@@ -246,7 +263,7 @@ def test_recorded_lines_print_in_time_order_with_plain_lines_kept():
 def test_request_id_filter_follows_one_call_through_three_services():
     """--request-id keeps just that call's lines from front, prod and coupon, in time order."""
     out = io.StringIO()
-    with LogPrinter(out, request_id="req-a", color=False, reorder_seconds=float("inf")) as printer:
+    with LogPrinter(out, request_id="req-a", reorder_seconds=float("inf")) as printer:
         for source, line in shuffled_recording():
             printer.feed(source, line)
 
@@ -296,7 +313,7 @@ def test_reorder_buffer_holds_lines_for_the_window_then_sorts():
     """Live lines wait up to the window so an earlier ts from another source goes first."""
     now = [0.0]
     out = io.StringIO()
-    printer = LogPrinter(out, color=False, reorder_seconds=0.5, clock=lambda: now[0])
+    printer = LogPrinter(out, reorder_seconds=0.5, clock=lambda: now[0])
 
     printer.feed("front", request("59.200", "front", "/product-detail/2", "b"))
     now[0] = 0.2
@@ -320,7 +337,7 @@ def test_reorder_buffer_emits_only_what_is_due():
     """Lines still inside the window stay held while older ones go out."""
     now = [0.0]
     out = io.StringIO()
-    printer = LogPrinter(out, color=False, reorder_seconds=0.5, clock=lambda: now[0])
+    printer = LogPrinter(out, reorder_seconds=0.5, clock=lambda: now[0])
 
     printer.feed("prod", request("59.100", "prod", "/products/2", "a"))
     now[0] = 0.4
@@ -336,7 +353,7 @@ def test_reorder_buffer_emits_only_what_is_due():
 def test_zero_window_prints_immediately():
     """reorder_seconds=0 prints each line as it is fed."""
     out = io.StringIO()
-    printer = LogPrinter(out, color=False, reorder_seconds=0)
+    printer = LogPrinter(out, reorder_seconds=0)
 
     printer.feed("prod", request("59.100", "prod", "/products/2", "a"))
 
@@ -350,7 +367,7 @@ def test_closed_output_stops_the_printer_quietly():
         def write(self, text: str) -> int:
             raise BrokenPipeError
 
-    printer = LogPrinter(ClosedPipe(), color=False, reorder_seconds=0)
+    printer = LogPrinter(ClosedPipe(), reorder_seconds=0)
     lines = [request("59.100", "prod", "/products/2", str(i)) for i in range(5)]
 
     assert pretty_stream(lines, source="prod", printer=printer) == 1
@@ -361,7 +378,7 @@ def test_closed_output_stops_the_printer_quietly():
 def test_lines_fed_after_close_are_printed_at_once():
     """A reader thread that delivers a last line after close() still gets it printed."""
     out = io.StringIO()
-    printer = LogPrinter(out, color=False, reorder_seconds=0.5)
+    printer = LogPrinter(out, reorder_seconds=0.5)
     printer.close()
 
     printer.feed("front", log("59.900", "front", "shutdown", message="front stopped"))
@@ -376,7 +393,7 @@ def test_background_flush_and_concurrent_feeders():
         name: [request(f"{59 + i / 1000:06.3f}", name, "/x", f"{name}-{i}") for i in range(200)]
         for name in ("prod", "coupon", "front")
     }
-    with LogPrinter(out, color=False, reorder_seconds=0.05) as printer:
+    with LogPrinter(out, reorder_seconds=0.05) as printer:
         threads = [
             threading.Thread(
                 target=pretty_stream, args=(lines,), kwargs={"source": name, "printer": printer}

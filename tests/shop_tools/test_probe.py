@@ -5,25 +5,29 @@ import struct
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
+import anyio
 import httpx
 import pytest
 import respx
 
-from shop_tools.probe import (
-    ProbeReport,
-    main,
-    parse_args,
-    percentile,
-    run_probe,
-    start_probe,
-)
+from shop_tools.probe.blocking import BlockingProbe
+from shop_tools.probe.cli import main, parse_args
+from shop_tools.probe.display import second_line, summary_text
+from shop_tools.probe.engine import Probe
+from shop_tools.probe.report import ProbeReport, RequestResult, SecondSummary, percentile
 from tests.support.steps import wait_for
 
 # Most answers come from respx, which stands in for the network under httpx; a real uvicorn
 # serves the tests about connections (one per request) and the refused and reset ones use real
 # sockets, since how those surface depends on the socket, not on httpx.
 TARGET = "http://127.0.0.1:8080/product-detail/2"
+
+
+def run_probe(url: str, rate: float, duration: float, **options: Any) -> ProbeReport:
+    """The whole schedule through the blocking wrapper, as the tests and the CLIs run it."""
+    return BlockingProbe.start(url, rate, duration, **options).wait()
 
 
 def shop_answer(status: int = 200, release: str = "1", body: bytes = b'{"status":"OK"}',
@@ -75,9 +79,9 @@ def resetting_port() -> Iterator[int]:
 def test_counts_every_scheduled_request_and_reads_release_headers(server):
     """An open-loop run sends exactly rate*duration requests, all ok, each on a new connection."""
     base, app = server
-    lines: list[str] = []
+    seconds: list[SecondSummary] = []
 
-    report = run_probe(base + "/", rate=40, duration=0.5, progress=lines.append)
+    report = run_probe(base + "/", rate=40, duration=0.5, on_second=seconds.append)
 
     assert report.total == report.ok == 20
     assert report.failures == {}
@@ -87,20 +91,22 @@ def test_counts_every_scheduled_request_and_reads_release_headers(server):
     assert len(set(app.client_ports)) == 20  # no keep-alive: one connection per request
     assert report.latencies["p50"] is not None
     assert report.latencies["p50"] <= report.latencies["p99"] <= report.latencies["max"]
-    assert lines
-    assert "releases 1=" in lines[-1]
+    assert seconds
+    assert "releases 1=" in second_line(seconds[-1]).plain
 
 
-def test_run_is_bounded_and_prints_one_line_per_second(server):
-    """Requests stay within rate*duration (+1), the run ends near its duration, a line a second."""
+def test_run_is_bounded_and_reports_each_second_once(server):
+    """Requests stay within rate*duration (+1), the run ends near its duration, each second
+    is reported once."""
     base, _ = server
-    lines: list[str] = []
+    seconds: list[SecondSummary] = []
 
-    report = run_probe(base + "/", rate=25, duration=1.2, timeout=1.0, progress=lines.append)
+    report = run_probe(base + "/", rate=25, duration=1.2, timeout=1.0, on_second=seconds.append)
 
     assert report.total <= 25 * 1.2 + 1
     assert report.elapsed < 1.2 + 1.0 + 0.5
-    assert len(lines) == len(report.timeline) == 2
+    assert [s.timeline_entry() for s in seconds] == report.timeline
+    assert len(report.timeline) == 2
     assert [entry["second"] for entry in report.timeline] == [0, 1]
     assert sum(entry["sent"] for entry in report.timeline) == report.total
     assert sum(entry["completed"] for entry in report.timeline) == report.total
@@ -111,7 +117,7 @@ def test_status_errors_are_failures_by_code():
     """A 500 answer counts as failure kind status_500, with the probe's request id kept."""
     respx.get(TARGET).mock(return_value=shop_answer(500, body=b'{"error": {}}'))
 
-    report = run_probe(TARGET, rate=20, duration=0.25, progress=None)
+    report = run_probe(TARGET, rate=20, duration=0.25)
 
     assert report.total == 5
     assert report.ok == 0
@@ -128,7 +134,7 @@ def test_answers_and_failures_carry_when_they_were_sent():
     respx.get(TARGET).mock(return_value=shop_answer())
     before = time.monotonic()
 
-    report = run_probe(TARGET, rate=20, duration=0.5, progress=None)
+    report = run_probe(TARGET, rate=20, duration=0.5)
 
     assert before <= report.started_at <= time.monotonic()
     assert len(report.answers) == report.total == 10
@@ -140,14 +146,14 @@ def test_answers_and_failures_carry_when_they_were_sent():
     assert report.latency_percentile(0.5, 5, 6) is None
 
     respx.get(TARGET).mock(return_value=shop_answer(500, body=b'{"error": {}}'))
-    failed = run_probe(TARGET, rate=20, duration=0.1, progress=None)
+    failed = run_probe(TARGET, rate=20, duration=0.1)
     sample = failed.failure_samples[0]
     assert 0 <= sample["sent_at"] <= sample["ended_at"] < 1
 
 
 def test_refused_connections_are_connect_failures(closed_port):
     """Nothing listening on the port: every request is a 'connect' failure."""
-    report = run_probe(f"http://127.0.0.1:{closed_port}/", rate=20, duration=0.25, progress=None)
+    report = run_probe(f"http://127.0.0.1:{closed_port}/", rate=20, duration=0.25)
 
     assert report.total == 5
     assert report.failures == {"connect": 5}
@@ -164,7 +170,7 @@ def test_slow_answers_are_timeouts():
 
     respx.get(TARGET).mock(side_effect=slow)
 
-    report = run_probe(TARGET, rate=10, duration=0.2, timeout=0.2, progress=None)
+    report = run_probe(TARGET, rate=10, duration=0.2, timeout=0.2)
 
     assert report.failures == {"timeout": 2}
     assert report.elapsed < 0.9
@@ -176,7 +182,7 @@ def test_timeouts_raised_by_httpx_are_timeouts():
     respx.get(TARGET).mock(side_effect=[httpx.ConnectTimeout("connect"),
                                         httpx.ReadTimeout("read")])
 
-    report = run_probe(TARGET, rate=10, duration=0.2, progress=None)
+    report = run_probe(TARGET, rate=10, duration=0.2)
 
     assert report.failures == {"timeout": 2}
 
@@ -193,7 +199,7 @@ def test_success_status_with_a_wrong_body_is_a_failure(body: bytes, content_type
     failure, not a success."""
     respx.get(TARGET).mock(return_value=shop_answer(200, body=body, content_type=content_type))
 
-    report = run_probe(TARGET, rate=20, duration=0.1, progress=None)
+    report = run_probe(TARGET, rate=20, duration=0.1)
 
     assert report.failures == {"bad_body": 2}
     assert report.ok == 0
@@ -202,7 +208,7 @@ def test_success_status_with_a_wrong_body_is_a_failure(body: bytes, content_type
 
 def test_reset_connections_are_reset_failures(resetting_port):
     """A server that accepts and resets the connection gives 'reset' failures."""
-    report = run_probe(f"http://127.0.0.1:{resetting_port}/", rate=20, duration=0.2, progress=None)
+    report = run_probe(f"http://127.0.0.1:{resetting_port}/", rate=20, duration=0.2)
 
     assert report.total == 4
     assert report.failures == {"reset": 4}
@@ -210,10 +216,11 @@ def test_reset_connections_are_reset_failures(resetting_port):
 
 @respx.mock
 def test_background_probe_sees_release_switch_and_stops_early():
-    """start_probe runs while the release changes; stop_and_wait ends it early with both seen."""
+    """A BlockingProbe runs while the release changes; stop_and_wait ends it early with both
+    seen."""
     release = ["1"]
     respx.get(TARGET).mock(side_effect=lambda request: shop_answer(release=release[0]))
-    handle = start_probe(TARGET, rate=50, duration=10, progress=None)
+    handle = BlockingProbe.start(TARGET, rate=50, duration=10)
     wait_for("5 answers", lambda: handle.completed >= 5, timeout=5, interval=0.01)
     release[0] = "2"
     switched_at = handle.completed
@@ -231,17 +238,59 @@ def test_background_probe_sees_release_switch_and_stops_early():
     assert not handle.running
 
 
-def test_stop_event_ends_run_probe(server):
-    """A set stop event ends run_probe without sending its whole schedule."""
+def test_a_probe_stopped_before_it_runs_sends_nothing(server):
+    """stop() before run(): the run ends at once, stopped early, nothing sent."""
     base, _ = server
-    stop = threading.Event()
-    stop.set()
+    probe = Probe(base + "/", rate=10, duration=10)
+    probe.stop()
 
-    report = run_probe(base + "/", rate=10, duration=10, stop=stop, progress=None)
+    report = asyncio.run(probe.run())
 
     assert report.stopped_early
     assert report.total == 0
     assert report.elapsed < 1
+
+
+def test_the_engine_runs_in_a_callers_event_loop_and_reports_each_request(server):
+    """Probe.run() in an event loop the caller owns (as in an app's lifespan): each finished
+    request reaches on_request with its status, latency, headers and id, and stop() from
+    that loop ends the run early."""
+    base, _ = server
+    results: list[RequestResult] = []
+
+    reports: list[ProbeReport] = []
+
+    async def owner() -> None:
+        four_done = anyio.Event()
+
+        def finished(result: RequestResult) -> None:
+            results.append(result)
+            if len(results) >= 4:
+                four_done.set()
+
+        probe = Probe(base + "/", rate=20, duration=30, on_request=finished)
+
+        async def run() -> None:
+            reports.append(await probe.run())
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(run)
+            with anyio.fail_after(5):
+                await four_done.wait()
+            probe.stop()
+
+    asyncio.run(owner())
+
+    (report,) = reports
+    assert report.stopped_early
+    assert report.total == len(results) >= 4
+    assert report.total < 20 * 30
+    first = results[0]
+    assert first.ok
+    assert (first.status, first.release, first.instance) == (200, "1", "tiny")
+    assert first.request_id.startswith("probe-")
+    assert 0 < first.latency_ms < 2000
+    assert len({r.request_id for r in results}) == len(results)
 
 
 @respx.mock
@@ -259,7 +308,7 @@ def test_cli_exit_status_and_json_report(tmp_path, capsys):
 
     route.mock(return_value=shop_answer(500))
     assert main([TARGET, "--rate", "20", "--duration", "0.2", "--quiet"]) == 1
-    assert "failures: status_500=4" in capsys.readouterr().out
+    assert "4  status_500=4" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(
@@ -288,7 +337,7 @@ def test_allow_remote_lifts_the_loopback_rule():
 
     assert args.allow_remote
     with pytest.raises(ValueError, match="refusing"):
-        run_probe("http://shop.example.com/", rate=1, duration=1, progress=None)
+        run_probe("http://shop.example.com/", rate=1, duration=1)
 
 
 def test_percentile_is_nearest_rank():
@@ -323,23 +372,36 @@ def test_release_counts_over_time_and_summary():
         {"start": 0, "end": 5, "releases": {"1": 7, "2": 3}},
         {"start": 5, "end": 10, "releases": {"2": 4}},
     ]
-    summary = report.summary()
+    summary = summary_text(report)
     assert "1=7 (seen 0s-3s)" in summary
-    assert "failures: none" in summary
+    assert "14 in 7.0 s at 2/s" in summary
+    assert "\033[" not in summary
 
 
 def test_second_hook_gets_each_second_with_running_totals(server):
     """on_second is called once per second with that second's figures and the totals so far."""
     base, _ = server
-    entries: list[dict] = []
+    entries: list[SecondSummary] = []
 
-    report = start_probe(
-        base + "/", rate=20, duration=1.5, progress=None, on_second=entries.append
-    ).wait()
+    report = run_probe(base + "/", rate=20, duration=1.5, on_second=entries.append)
 
-    assert [entry["second"] for entry in entries] == [0, 1]
-    assert sum(entry["sent"] for entry in entries) == report.total == 30
-    assert entries[-1]["total"] == report.total
-    assert entries[-1]["total_failed"] == 0
-    assert entries[0]["p99_ms"] is not None
-    assert entries[0]["total"] <= entries[-1]["total"]
+    assert [entry.second for entry in entries] == [0, 1]
+    assert sum(entry.sent for entry in entries) == report.total == 30
+    assert entries[-1].total == report.total
+    assert entries[-1].total_failed == 0
+    assert entries[0].p99_ms is not None
+    assert entries[0].total <= entries[-1].total
+
+
+def test_a_blocking_probe_stops_when_its_block_ends(server):
+    """`with BlockingProbe.start(...)`: leaving the block stops the probe early, and the report
+    can still be had afterwards."""
+    base, _ = server
+
+    with BlockingProbe.start(base + "/", rate=20, duration=30) as probe:
+        wait_for("2 answers", lambda: probe.completed >= 2, timeout=5, interval=0.01)
+
+    assert not probe.running
+    report = probe.stop_and_wait()
+    assert report.stopped_early
+    assert 2 <= report.total < 20 * 30

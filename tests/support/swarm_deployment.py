@@ -27,7 +27,9 @@ from typing import Any
 import httpx
 import pytest
 
-from shop_tools.probe import ProbeReport, start_probe
+from shop_tools.probe.blocking import BlockingProbe
+from shop_tools.probe.display import summary_text
+from shop_tools.probe.report import ProbeReport
 from tests.support import steps
 from tests.support.steps import timed_step
 
@@ -136,7 +138,7 @@ class Deployment:
     @contextlib.contextmanager
     def probing(self, row: dict[str, Any]) -> Iterator[Callable[[], ProbeReport]]:
         """Probe the entry point while the body runs; the report lands in `row`."""
-        handle = start_probe(self.url, rate=PROBE_RATE, duration=PROBE_LIMIT, progress=None)
+        handle = BlockingProbe.start(self.url, rate=PROBE_RATE, duration=PROBE_LIMIT)
         reports: list[ProbeReport] = []
 
         def finish() -> ProbeReport:
@@ -156,7 +158,7 @@ class Deployment:
                 p99_ms=report.latencies.get("p99"),
                 max_ms=report.latencies.get("max"),
             )
-            self.say(report.summary())
+            self.say(summary_text(report))
 
     # -- swarm state ------------------------------------------------------------------
     def containers(self, service: str) -> list[Container]:
