@@ -6,7 +6,6 @@ text, loads nothing the Content-Security-Policy forbids, and tells a request's s
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -15,7 +14,7 @@ from fastapi import FastAPI
 from selenium.webdriver.common.by import By
 
 from console.settings import ConsoleSettings
-from tests.support.browser import chromium, console_errors, read_all
+from tests.support.browser import console_errors, read_all
 from tests.support.fake_engine import FakeEngine, Served, node, service, task
 from tests.support.faults import answers
 from tests.support.steps import wait_for
