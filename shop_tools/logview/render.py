@@ -13,8 +13,11 @@ from rich.text import Text
 
 from shop_tools.logview.records import DockerLine, parse_timestamp
 
-_REQUEST_KEYS = {"method", "path", "status", "duration_ms", "client"}
-_UPSTREAM_KEYS = {"upstream", "method", "url", "status", "duration_ms", "attempt", "outcome"}
+_REQUEST_KEYS = {"method", "path", "status", "duration_ms", "client", "upstreams"}
+_UPSTREAM_KEYS = {"upstream", "method", "url", "status", "duration_ms", "attempt", "kind",
+                  "outcome"}
+# A try's outcome that is no failure: it answered, or another try answered first.
+_QUIET_OUTCOMES = {"ok": "green", "lost": "dim", "cancelled": "dim"}
 _COMMON_KEYS = {"ts", "level", "service", "instance", "release", "event", "request_id", "message"}
 _HIDDEN_KEYS = {"logger"}  # which stdlib logger spoke adds nothing for a reader
 _BLOCK_KEYS = ("exception", "traceback", "stack")  # multi-line values go below the line
@@ -78,6 +81,7 @@ def record_text(record: Mapping[str, Any]) -> Text:
         line.append(f"{_text(record.get('method'))} {_text(record.get('path'))} ")
         line.append(_text(status), _status_style(status))
         line.append(f" {_duration(record.get('duration_ms'))}")
+        _append_upstream_calls(line, record.get("upstreams"))
         known = _COMMON_KEYS | _REQUEST_KEYS
     elif event == "upstream":
         status = record.get("status")
@@ -89,7 +93,9 @@ def record_text(record: Mapping[str, Any]) -> Text:
         line.append(_text(status), _status_style(status))
         line.append(f" {_duration(record.get('duration_ms'))} ")
         line.append(f"attempt={_text(attempt)}", "yellow" if retry else "")
-        line.append(" ").append(outcome, "green" if outcome == "ok" else "red")
+        if record.get("kind") not in (None, "first"):
+            line.append(f" {_text(record.get('kind'))}", "yellow")
+        line.append(" ").append(outcome, _QUIET_OUTCOMES.get(outcome, "red"))
         known = _COMMON_KEYS | _UPSTREAM_KEYS
     else:
         if level != "info":
@@ -102,6 +108,31 @@ def record_text(record: Mapping[str, Any]) -> Text:
     if extras:
         line.append("  ").append(extras, "dim")
     return line.append(_blocks(record))
+
+
+def _append_upstream_calls(line: Text, calls: object) -> None:
+    """The front's upstream calls as its access line carries them: `prod 200 1.2ms`, with the
+    tries and hedges when there was more than one try, and the outcome when it was not ok."""
+    if not isinstance(calls, Mapping):
+        return
+    for name, call in calls.items():
+        if not isinstance(call, Mapping):
+            continue
+        outcome = _text(call.get("outcome"))
+        status = call.get("status")
+        line.append(f"  {name} ")
+        line.append(_text(status), _status_style(status) if outcome == "ok" else "red")
+        line.append(f" {_duration(call.get('ms'))}")
+        notes = []
+        tries, hedges = call.get("tries"), call.get("hedges")
+        if isinstance(tries, int) and tries > 1:
+            notes.append(f"{tries} tries")
+        if isinstance(hedges, int) and hedges:
+            notes.append(f"{hedges} hedged")
+        if outcome != "ok":
+            notes.append(outcome)
+        if notes:
+            line.append(f" ({', '.join(notes)})", "yellow" if outcome == "ok" else "red")
 
 
 def plain_line_text(source: str, line: DockerLine) -> Text:

@@ -175,6 +175,29 @@ def test_record_text_upstream_line():
     assert "-> coupon GET http://coupon.api/products/2 - 1.5ms attempt=2 timeout" in text
 
 
+def test_record_text_shows_the_fronts_upstream_calls_on_its_access_line():
+    """The front's access line carries its upstream calls: each shown by name, status and
+    time, with the tries and hedges when there was more than one try and the outcome when it
+    was not ok; a try that lost the race is not shown as a failure."""
+    record = json.loads(request("59.110", "front", "/product-detail/2", "req-b"))
+    record["upstreams"] = {
+        "prod": {"status": 200, "ms": 61.2, "tries": 2, "hedges": 1, "outcome": "ok"},
+        "coupon": {"status": None, "ms": 800.1, "tries": 3, "hedges": 2, "outcome": "timeout"},
+    }
+    text = record_text(record).plain
+    assert "prod 200 61.2ms (2 tries, 1 hedged)" in text
+    assert "coupon - 800.1ms (3 tries, 2 hedged, timeout)" in text
+    assert "upstreams=" not in text
+
+    lost = json.loads(upstream("59.104", "prod", "req-b", 1, "lost"))
+    lost["kind"] = "first"
+    hedge = json.loads(upstream("59.105", "prod", "req-b", 2, "ok"))
+    hedge["kind"] = "hedge"
+    assert record_text(lost).plain.endswith("attempt=1 lost")
+    assert record_text(hedge).plain.endswith("attempt=2 hedge ok")
+    assert [span.style for span in record_text(lost).spans][-1] == "dim"
+
+
 def test_record_text_other_events_and_extras():
     """Other events show level (if not info), event and message; unknown keys follow as k=v."""
     record = json.loads(
