@@ -101,8 +101,9 @@ AUTOSCALE_RATE_WINDOW_S ?= 20
 PROMETHEUS_IMAGE ?= prom/prometheus:v2.53.5
 PROMETHEUS_PORT  ?= 9090
 AUTOSCALER_IMAGE ?= $(SHOP_NAMESPACE)/autoscaler:latest
-# The autoscaler and the console's Docker proxy run with the group of the engine's socket (0
-# if it cannot be read): this machine's, or the one DOCKER_HOST names (the lab's manager).
+# The Docker API proxies (the autoscaler's, the console's) run with the group of the engine's
+# socket (0 if it cannot be read): this machine's, or the one DOCKER_HOST names (the lab's
+# manager).
 ENGINE_SOCKET    := $(patsubst unix://%,%,$(or $(filter unix://%,$(DOCKER_HOST)),unix:///var/run/docker.sock))
 DOCKER_GID       ?= $(shell stat -c %g $(ENGINE_SOCKET) 2>/dev/null || echo 0)
 PYTHON           ?= .venv/bin/python
@@ -401,14 +402,15 @@ stacks:
 	$(PYTHON) scripts/render_stacks.py
 
 # The console (stacks/console.yml) on a manager, port CONSOLE_PORT in host mode; it reads the
-# swarm through its own Docker proxy (GET only) and probes the shop's entry point.
-# With REGISTRY, the image comes from there: `make push-console REGISTRY=...` first, from
-# the engine that built it.
+# swarm through its filtering proxy (stacks/docker-api.yml, GET only) and probes the shop's
+# entry point. With REGISTRY, the image comes from there: `make push-console REGISTRY=...`
+# first, from the engine that built it.
 console: networks
-	CONSOLE_IMAGE=$(STACK_CONSOLE_IMAGE) CONSOLE_PROXY_IMAGE=$(STACK_EDGE_IMAGE) \
-		CONSOLE_PORT=$(CONSOLE_PORT) CONSOLE_PROBE_URL=$(CONSOLE_PROBE_URL) \
-		CONSOLE_PROBE_RATE=$(CONSOLE_PROBE_RATE) DOCKER_GID=$(DOCKER_GID) \
-		$(DEPLOY) -c stacks/console.yml console
+	DOCKER_API_CONSUMER=console DOCKER_API_CONFIG_VERSION=$(call DOCKER_API_DIGEST,console) \
+		DOCKER_GID=$(DOCKER_GID) EDGE_IMAGE=$(STACK_EDGE_IMAGE) \
+		CONSOLE_IMAGE=$(STACK_CONSOLE_IMAGE) CONSOLE_PORT=$(CONSOLE_PORT) \
+		CONSOLE_PROBE_URL=$(CONSOLE_PROBE_URL) CONSOLE_PROBE_RATE=$(CONSOLE_PROBE_RATE) \
+		$(DEPLOY) -c stacks/console.yml -c stacks/docker-api.yml console
 	@DOCKER=$(DOCKER) scripts/console-url.sh $(CONSOLE_PORT)
 
 push-console:

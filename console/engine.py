@@ -1,10 +1,11 @@
 """What the console asks the Docker Engine, and how its answers become the state's inputs.
 
 ENGINE_ENDPOINTS is the one list of Engine API calls the console makes, all GET: the console
-only reads. The console's Docker access goes through a filtering proxy
-(stacks/console/docker-proxy.cfg) that lets these through and refuses everything else;
-tests/console/test_engine.py checks that the proxy's allow-list is exactly this list, so
-adding a call here without allowing it there (or the reverse) fails a test.
+only reads. The console's Docker access goes through the shop's filtering proxy
+(stacks/docker-api.yml, deployed in the console's stack), whose allow-list for the console,
+stacks/docker-api/console.lst, lets these through and nothing else;
+tests/console/test_engine.py checks that the list's lines are exactly these calls, so adding
+a call here without allowing it there (or the reverse) fails a test.
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ from console.model import NodeInfo, ServiceInfo, TaskInfo
 # What the Docker SDK raises: its own errors, and its HTTP client's for a broken connection.
 DOCKER_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException)
 
+# The API version prefix the SDK adds (/v1.41), as the proxy's allow-lists write it.
+_VERSION = r"(/v[0-9]+\.[0-9]+)?"
 # A name or id in a path: what Docker allows for names (no leading dot, so `..` never passes).
-_ID = "[A-Za-z0-9_-][A-Za-z0-9_.-]*"
+_ID = "[A-Za-z0-9][A-Za-z0-9_.-]*"
 
 
 @dataclass(frozen=True)
@@ -36,7 +39,12 @@ class Endpoint:
     def pattern(self) -> str:
         """The request path as a regular expression, with the /vX.Y prefix the SDK adds."""
         parts = [re.escape(part) for part in self.path.split("{id}")]
-        return "^(/v[0-9.]+)?" + _ID.join(parts) + "$"
+        return f"^{_VERSION}" + _ID.join(parts) + "$"
+
+    @property
+    def allow_line(self) -> str:
+        """This call as a line of the Docker API proxy's allow-list: "METHOD path", anchored."""
+        return f"^{self.method} {self.pattern.removeprefix('^')}"
 
 
 ENGINE_ENDPOINTS = (

@@ -162,7 +162,7 @@ class SwarmWatcher:
                 pass  # the reading of the swarm reports the engine as unreachable
             except RuntimeError:
                 return  # the event loop has closed: the console is stopping
-            # The stream ended (the proxy closes idle connections): read what was missed.
+            # The stream ended (the proxy closes one quiet for an hour): read what was missed.
             if not self.stop.wait(RETRY_S):
                 with contextlib.suppress(RuntimeError):
                     loop.call_soon_threadsafe(self._on_event)
@@ -195,7 +195,7 @@ def follow_decisions(docker_: Docker, service: str, since: float, stop: threadin
                      deliver: Callable[[float, dict[str, Any]], None]) -> None:
     """Thread: the autoscaler's log, followed; each "decision" line is delivered.
 
-    A stream that ends (the service's task replaced, the proxy closing a silent connection)
+    A stream that ends (the service's task replaced, the proxy closing one quiet for an hour)
     is opened again from the last line's time; lines read twice are marked once.
     """
     while not stop.is_set():

@@ -3,8 +3,8 @@
 Every read is bounded. `docker service logs` without --follow has been seen not to end on
 Engine 20.10 after a rolling update replaced a service's tasks, and the Docker SDK gives no
 way to interrupt a service-log read: each one runs in a worker thread, the page gets what has
-arrived when the time is up, and the thread stops at its next line (the Docker proxy of the
-console's stack also closes a connection that stays silent, so a silent read ends too). At
+arrived when the time is up, and the thread stops at its next line (the Docker API proxy
+closes a read without follow that stays silent for 10 s, so a silent read ends too). At
 the same time the logs of the services' containers on the console's own node are read
 (`/containers/{id}/logs` with since and until, which always end): on a single node they hold
 the whole story even when the service-log read does not end.

@@ -32,5 +32,5 @@ while [ $((SECONDS - start)) -lt "$TIMEOUT" ]; do
     sleep 1
 done
 echo "console: no answer on port $PORT within $TIMEOUT s" >&2
-"$DOCKER" service ps --no-trunc console_app console_docker-proxy >&2 || true
+"$DOCKER" service ps --no-trunc console_app console_docker-api >&2 || true
 exit 1

@@ -157,7 +157,7 @@ def live(console_url: str, load_url: str, idle_s: float, load_rate: float,
     client = docker.from_env()
     app = client.containers.list(filters={"label": "com.docker.swarm.service.name=console_app"})
     proxy = client.containers.list(
-        filters={"label": "com.docker.swarm.service.name=console_docker-proxy"})
+        filters={"label": "com.docker.swarm.service.name=console_docker-api"})
     if not app or not proxy:
         sys.exit("no console running here: make console")
     print(f"console {console_url}: container {app[0].short_id}, proxy {proxy[0].short_id}")

@@ -21,10 +21,10 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from tests.support.docker_api import allow_list
 from tests.support.steps import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
-ALLOW_LIST = REPO / "stacks" / "docker-api" / "autoscaler.lst"
 
 LABELS = {
     "io.swarm-shop.autoscale.min": "2",
@@ -46,11 +46,6 @@ SERVICE = {
 RATES = {"status": "success", "data": {"resultType": "vector", "result": [
     {"metric": {"swarm_service": "front_app"}, "value": [0, "100"]},
 ]}}
-
-
-def allow_list() -> list[str]:
-    lines = (line.strip() for line in ALLOW_LIST.read_text().splitlines())
-    return [line for line in lines if line and not line.startswith("#")]
 
 
 class Stub(ThreadingHTTPServer):
@@ -145,7 +140,7 @@ def test_allow_list_is_exactly_what_the_autoscaler_calls(
                if line.startswith("{")]
     assert "scale_up" in actions, output[-3000:]
 
-    rules = [re.compile(line) for line in allow_list()]
+    rules = [re.compile(line) for line in allow_list("autoscaler")]
     calls = set(engine.calls)
     assert {c for c in calls if not any(r.search(c) for r in rules)} == set(), calls
     assert [r.pattern for r in rules if not any(r.search(c) for c in calls)] == [], calls
@@ -154,6 +149,6 @@ def test_allow_list_is_exactly_what_the_autoscaler_calls(
 def test_allow_list_lines_are_anchored_method_and_path_patterns() -> None:
     """Each line is a whole "METHOD path" pattern: anchored at both ends (HAProxy's -m reg
     searches), a method first, a path starting with / (optionally after the API version)."""
-    for line in allow_list():
+    for line in allow_list("autoscaler"):
         assert re.fullmatch(r"\^(GET|HEAD|POST|PUT|DELETE) .+\$", line), line
         re.compile(line)

@@ -1,6 +1,6 @@
 """What the console asks the Engine API and how it reads the answers: documents recorded from
-Engine 20.10 (tests/console/data) become the state's inputs, and the Docker proxy's
-allow-list is exactly the console's list of endpoints."""
+Engine 20.10 (tests/console/data) become the state's inputs, and the console's allow-list for
+the Docker API proxy (stacks/docker-api/console.lst) is exactly its list of endpoints."""
 
 from __future__ import annotations
 
@@ -20,10 +20,9 @@ from console.engine import (
     task_info,
     timestamp,
 )
+from tests.support.docker_api import allow_list
 
 DATA = Path(__file__).parent / "data"
-REPO = Path(__file__).resolve().parents[2]
-PROXY_CFG = REPO / "stacks" / "console" / "docker-proxy.cfg"
 
 
 @pytest.fixture(scope="module")
@@ -100,22 +99,25 @@ def test_log_lines_split_at_the_engine_timestamp() -> None:
                                    '{"event":"request","request_id":"x"}')
 
 
-def proxy_allow_list() -> list[str]:
-    """The path expressions the console's Docker proxy allows (stacks/console/...cfg)."""
-    rules = re.findall(r"^\s*http-request allow if \{ path,url_dec -m reg (\S+) \}\s*$",
-                       PROXY_CFG.read_text(), re.M)
-    assert rules, "no allow rule found"
-    return rules
-
-
-def test_the_proxy_allows_exactly_the_console_endpoints() -> None:
-    """One allow rule per endpoint the console calls, and no other; every call is a GET, and
-    the proxy denies every other method before any allow rule."""
-    assert sorted(proxy_allow_list()) == sorted(e.pattern for e in ENGINE_ENDPOINTS)
+def test_the_allow_list_is_exactly_the_console_endpoints() -> None:
+    """One line per endpoint the console calls, in ENGINE_ENDPOINTS' order, and no other;
+    every line an anchored GET: the console only reads."""
+    assert allow_list("console") == [e.allow_line for e in ENGINE_ENDPOINTS]
+    for line in allow_list("console"):
+        assert re.fullmatch(r"\^GET [/(].+\$", line), line
+        re.compile(line)
     assert {e.method for e in ENGINE_ENDPOINTS} == {"GET"}
-    text = PROXY_CFG.read_text()
-    assert text.index("deny deny_status 403 unless METH_GET") < text.index("http-request allow")
-    assert text.rstrip().splitlines()[-1].strip() == "server socket /var/run/docker.sock"
+
+
+def test_allow_lines_match_method_and_path() -> None:
+    """A line matches "GET <path>" for the endpoint's path, with or without a version, and
+    not the same path with another method."""
+    for endpoint in ENGINE_ENDPOINTS:
+        path = endpoint.path.replace("{id}", "front_app")
+        for call in (f"GET {path}", f"GET /v1.41{path}"):
+            assert re.search(endpoint.allow_line, call), (endpoint, call)
+        for method in ("POST", "PUT", "DELETE", "HEAD"):
+            assert not re.search(endpoint.allow_line, f"{method} /v1.41{path}"), method
 
 
 @pytest.mark.parametrize(("path", "allowed"), [

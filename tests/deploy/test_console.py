@@ -1,9 +1,10 @@
 """The console on the real swarm (tests/support/swarm_deployment.py's shop), deployed by
-`make console` with its Docker proxy: the proxy refuses every call the console does not make
-(writes above all), and the page, in Debian's chromium, follows a live rolling update of the
-front: the tasks of both releases, then the new one alone, the answers switching release, and
-no failure. SHOP_CONSOLE_SCREENSHOT=PATH (`make console-screenshot`) saves the page as it looks
-during the update.
+`make console` with its Docker API proxy (stacks/docker-api.yml, the console's allow-list):
+the proxy refuses every call the console does not make (writes above all), and the page, in
+Debian's chromium, follows a live rolling update of the front: the tasks of both releases,
+then the new one alone, the answers switching release, and no failure.
+SHOP_CONSOLE_SCREENSHOT=PATH (`make console-screenshot`) saves the page as it looks during the
+update.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import httpx
 import pytest
 
 from tests.support.browser import chromium, console_errors, read_all
+from tests.support.make import NO_HOST_CONFIG
 from tests.support.swarm_deployment import (
     EDGE_IMAGE,
     NAMESPACE,
@@ -38,7 +40,7 @@ FRONT = "front_app"
 # console's Docker access. Each call's outcome: "ok" or the HTTP status it was refused with.
 ACCESS_CHECK = """
 import json, docker
-client = docker.DockerClient(base_url="tcp://docker-proxy:2375", version="1.41", timeout=10)
+client = docker.DockerClient(base_url="tcp://docker-api:2375", version="1.41", timeout=10)
 api = client.api
 calls = {
     "GET /tasks": lambda: api.tasks(),
@@ -90,7 +92,7 @@ def console(shop: Deployment) -> Iterator[Console]:
             result = subprocess.run(
                 ["make", "--no-print-directory", "console", f"DOCKER={shop.docker.binary}",
                  "NO_IPVS=1", f"CONSOLE_IMAGE={CONSOLE_IMAGE}", f"CONSOLE_PORT={rig.port}",
-                 f"EDGE_IMAGE={EDGE_IMAGE}"],
+                 f"EDGE_IMAGE={EDGE_IMAGE}", *NO_HOST_CONFIG],
                 cwd=REPO, capture_output=True, text=True, timeout=300, env=dict(os.environ))
             rig.output = result.stdout + result.stderr
             assert result.returncode == 0, rig.output
@@ -111,16 +113,17 @@ def test_make_console_prints_where_it_answers(console: Console) -> None:
 
 
 def test_only_the_proxy_has_the_docker_socket(console: Console) -> None:
-    """The console's container mounts no Docker socket; its proxy's does, and runs as
-    HAProxy's user with the socket's group, read-only, without capabilities."""
+    """The console's container mounts no Docker socket; its Docker API proxy's does,
+    read-only, and runs as HAProxy's user with the socket's group, with a read-only root and
+    without capabilities."""
     def inspect(service: str) -> dict[str, Any]:
         cid = console.container(service)
         return json.loads(console.shop.docker.out("inspect", cid))[0]
 
-    app, proxy = inspect("console_app"), inspect("console_docker-proxy")
+    app, proxy = inspect("console_app"), inspect("console_docker-api")
     assert not any("docker.sock" in m.get("Source", "") for m in app["Mounts"])
-    assert [m["Destination"] for m in proxy["Mounts"] if "docker.sock" in m["Source"]] == [
-        "/var/run/docker.sock"]
+    assert [(m["Destination"], m["RW"]) for m in proxy["Mounts"]
+            if "docker.sock" in m["Source"]] == [("/var/run/docker.sock", False)]
     assert proxy["Config"]["User"].startswith("100:")
     for doc in (app, proxy):
         assert doc["HostConfig"]["ReadonlyRootfs"] is True

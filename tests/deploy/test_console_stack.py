@@ -1,6 +1,7 @@
-"""stacks/console.yml renders with `docker stack config` (no engine needed) and keeps the
-console's promises: only the proxy has the Docker socket, both containers hardened, one task
-each on a manager, the page's port in host mode."""
+"""stacks/console.yml renders with `docker stack config` (no engine needed), with
+stacks/docker-api.yml as `make console` deploys it, and keeps the console's promises: only the
+Docker API proxy has the socket, with the console's allow-list, both containers hardened, one
+task each on a manager, the page's port in host mode."""
 
 from __future__ import annotations
 
@@ -12,15 +13,21 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.support.make import NO_HOST_CONFIG
+
 STACKS = Path(__file__).resolve().parents[2] / "stacks"
+
 
 @pytest.fixture(scope="module")
 def console_stack(stack_config_client: str) -> dict[str, Any]:
     """The console stack as `docker stack deploy` reads it, with the variables make passes."""
     env = {"PATH": "/usr/bin:/bin", "CONSOLE_PORT": "18123", "DOCKER_GID": "999",
-           "CONSOLE_IMAGE": "acme/console:7", "CONSOLE_PROBE_RATE": "2"}
-    result = subprocess.run([stack_config_client, "stack", "config", "-c",
-                             str(STACKS / "console.yml")],
+           "CONSOLE_IMAGE": "acme/console:7", "CONSOLE_PROBE_RATE": "2",
+           "DOCKER_API_CONSUMER": "console", "DOCKER_API_CONFIG_VERSION": "abc",
+           "EDGE_IMAGE": "acme/edge:7"}
+    result = subprocess.run([stack_config_client, "stack", "config",
+                             "-c", str(STACKS / "console.yml"),
+                             "-c", str(STACKS / "docker-api.yml")],
                             capture_output=True, text=True, timeout=60, env=env)
     assert result.returncode == 0, result.stderr
     return yaml.safe_load(result.stdout)
@@ -28,17 +35,27 @@ def console_stack(stack_config_client: str) -> dict[str, Any]:
 
 @pytest.mark.docker
 def test_only_the_proxy_mounts_the_docker_socket(console_stack: dict[str, Any]) -> None:
-    """The console reaches Docker through its proxy, on a network of their own (internal);
-    the proxy mounts the socket and joins nothing else."""
-    app, proxy = console_stack["services"]["app"], console_stack["services"]["docker-proxy"]
-    assert app["environment"]["CONSOLE_DOCKER_HOST"] == "tcp://docker-proxy:2375"
+    """The console reaches Docker through the Docker API proxy, on their internal network
+    `docker-api`; the proxy mounts the socket read-only, joins nothing else, and applies the
+    shared haproxy.cfg with the console's allow-list, as configs named after the console."""
+    app, proxy = console_stack["services"]["app"], console_stack["services"]["docker-api"]
+    assert set(console_stack["services"]) == {"app", "docker-api"}
+    assert app["environment"]["CONSOLE_DOCKER_HOST"] == "tcp://docker-api:2375"
+    assert "docker-api" in app["networks"]
     assert not any("docker.sock" in str(v) for v in app.get("volumes", []))
-    assert [v["source"] for v in proxy["volumes"] if v["type"] == "bind"] == [
-        "/var/run/docker.sock"]
+    (socket,) = [v for v in proxy["volumes"] if v["type"] == "bind"]
+    assert (socket["source"], socket["read_only"]) == ("/var/run/docker.sock", True)
     assert set(proxy["networks"]) == {"docker-api"}
-    assert console_stack["networks"]["docker-api"]["internal"] is True
+    assert console_stack["networks"]["docker-api"] == {"driver": "overlay", "internal": True}
     assert proxy["user"] == "100:999"
-    assert proxy["configs"][0]["target"] == "/usr/local/etc/haproxy/haproxy.cfg"
+    assert proxy["image"] == "acme/edge:7"
+    configs = {c["target"]: console_stack["configs"][c["source"]] for c in proxy["configs"]}
+    assert configs == {
+        "/usr/local/etc/haproxy/haproxy.cfg": {
+            "name": "console_docker_api_cfg_abc", "file": str(STACKS / "docker-api/haproxy.cfg")},
+        "/usr/local/etc/haproxy/allow.lst": {
+            "name": "console_docker_api_allow_abc", "file": str(STACKS / "docker-api/console.lst")},
+    }
 
 
 @pytest.mark.docker
@@ -68,7 +85,8 @@ def test_the_page_port_is_published_in_host_mode(console_stack: dict[str, Any]) 
 
 
 def make_dry(target: str, *args: str) -> str:
-    result = subprocess.run(["make", "-n", "--no-print-directory", target, *args],
+    result = subprocess.run(["make", "-n", "--no-print-directory", target, *args,
+                             *NO_HOST_CONFIG],
                             cwd=STACKS.parent, capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr
     return result.stdout
@@ -79,10 +97,14 @@ def make_dry(target: str, *args: str) -> str:
     ("1", "http://tasks.edge_proxy:8080/product-detail/2"),
 ])
 def test_make_console(no_ipvs: str, probe: str) -> None:
-    """`make -n console`: the console stack with the entry point of each kind of host, then
-    the wait for its URL; `make build` builds its image, `make down` removes it."""
+    """`make -n console`: the console stack with its Docker API proxy (the console's
+    allow-list, configs named after a digest of the proxy's files) and the entry point of
+    each kind of host, then the wait for its URL; `make build` builds its image, `make down`
+    removes it."""
     out = make_dry("console", f"NO_IPVS={no_ipvs}", "CONSOLE_PORT=18123")
-    assert "-c stacks/console.yml console" in out
+    assert "-c stacks/console.yml -c stacks/docker-api.yml console" in out
+    assert "DOCKER_API_CONSUMER=console " in out
+    assert re.search(r"DOCKER_API_CONFIG_VERSION=[0-9a-f]{12} ", out)
     assert f"CONSOLE_PROBE_URL={probe}" in out
     assert "scripts/console-url.sh 18123" in out
     assert "--target console -t shop/console:latest" in make_dry("build")

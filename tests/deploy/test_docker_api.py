@@ -2,8 +2,10 @@
 stacks/docker-api/haproxy.cfg, in front of the engine's real socket, as Debian's haproxy user
 in the socket's group, read-only and without capabilities; published on 127.0.0.1 here so the
 test can call it. Through the autoscaler's allow-list its calls pass and others are refused;
-through a read-only list (a console's: events, nodes, services, tasks, containers, logs) no
-write passes, and a stream outlives the timeout of ordinary calls.
+through a read-only list (the console's, and a wider one) no write passes, and a stream
+outlives the timeout of ordinary calls. In front of a stand-in engine on a unix socket
+(tests/support/fake_engine.py) whose service logs never end: a log read without follow is
+closed after an ordinary call's silence, a followed one is held open as a stream.
 
 Marker swarm: it needs a Docker Engine (and answers for the swarm's services) and holds the
 shared engine as the other swarm tests do.
@@ -15,6 +17,7 @@ import contextlib
 import http.client
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import docker
@@ -23,6 +26,8 @@ import docker.types
 import httpx
 import pytest
 
+from tests.support.docker_api import DOCKER_API, allow_list, passes
+from tests.support.fake_engine import FakeEngine
 from tests.support.swarm_deployment import EDGE_IMAGE, REPO, Docker, _docker_binary, wait_for
 
 pytestmark = pytest.mark.swarm
@@ -30,8 +35,8 @@ pytestmark = pytest.mark.swarm
 SOCKET = Path("/var/run/docker.sock")
 CONFIG = REPO / "stacks" / "docker-api" / "haproxy.cfg"
 REFUSED = "refused by the docker-api proxy"
-# What a console that only reads would be allowed: every list it shows, one object's
-# inspect, the events stream and the logs.
+# A wider read-only list than the console's: every list, one object's inspect, the events
+# stream and the logs.
 READ_ONLY_LIST = r"""
 ^GET /version$
 ^GET (/v[0-9]+\.[0-9]+)?/_ping$
@@ -60,17 +65,18 @@ def engine(missing_docker: Callable[[str], None]) -> Docker:
 
 
 @pytest.fixture(scope="module")
-def proxy(engine: Docker) -> Iterator[Callable[[Path], str]]:
-    """A function starting the proxy with an allow-list file; returns its base URL. Every
-    proxy started is removed at the end of the module."""
+def proxy(engine: Docker) -> Iterator[Callable[..., str]]:
+    """A function starting the proxy with an allow-list file, in front of the engine's socket
+    or another one (`engine_socket`); returns its base URL. Every proxy started is removed at
+    the end of the module."""
     started: list[str] = []
 
-    def start(allow_list: Path) -> str:
+    def start(allow_list: Path, engine_socket: Path = SOCKET) -> str:
         container = engine.out(
-            "run", "-d", "--user", f"100:{SOCKET.stat().st_gid}", "--read-only",
+            "run", "-d", "--user", f"100:{engine_socket.stat().st_gid}", "--read-only",
             "--cap-drop", "ALL", "--tmpfs", "/tmp:size=1m",
             "--label", "io.swarm-shop.test=docker-api",
-            "-v", f"{SOCKET}:/var/run/docker.sock:ro",
+            "-v", f"{engine_socket}:/var/run/docker.sock:ro",
             "-v", f"{CONFIG}:/usr/local/etc/haproxy/haproxy.cfg:ro",
             "-v", f"{allow_list}:/usr/local/etc/haproxy/allow.lst:ro",
             "-p", "127.0.0.1::2375", EDGE_IMAGE,
@@ -93,8 +99,8 @@ def proxy(engine: Docker) -> Iterator[Callable[[Path], str]]:
 
 
 @pytest.fixture(scope="module")
-def autoscaler_proxy(proxy: Callable[[Path], str]) -> str:
-    return proxy(REPO / "stacks" / "docker-api" / "autoscaler.lst")
+def autoscaler_proxy(proxy: Callable[..., str]) -> str:
+    return proxy(DOCKER_API / "autoscaler.lst")
 
 
 def sdk(url: str) -> docker.DockerClient:
@@ -176,18 +182,18 @@ def test_paths_the_engine_would_clean_are_refused(autoscaler_proxy: str, path: s
 
 def read_only_lists(tmp_path: Path) -> list[Path]:
     """The read-only list above, and every consumer's list in stacks/docker-api/ that has
-    only GET lines (a console's, when there is one)."""
+    only GET lines (the console's)."""
     own = tmp_path / "read-only.lst"
     own.write_text(READ_ONLY_LIST)
     lists = [own]
-    for path in sorted((REPO / "stacks" / "docker-api").glob("*.lst")):
-        lines = [x.strip() for x in path.read_text().splitlines()]
-        rules = [x for x in lines if x and not x.startswith("#")]
+    for path in sorted(DOCKER_API.glob("*.lst")):
+        rules = allow_list(path.stem)
         if rules and all(x.startswith("^GET ") for x in rules):
             lists.append(path)
     return lists
 
 
+READS = ["/v1.41/nodes", "/v1.41/services", "/v1.41/tasks", "/v1.41/containers/json"]
 WRITES = [
     ("POST", "/v1.41/containers/create"),
     ("POST", "/v1.41/services/create"),
@@ -202,22 +208,28 @@ WRITES = [
 
 
 def test_no_write_passes_a_read_only_proxy(
-    proxy: Callable[[Path], str], tmp_path: Path
+    proxy: Callable[..., str], tmp_path: Path
 ) -> None:
-    """Through a proxy whose list has only GET lines, its reads pass (nodes, services, tasks,
-    containers) and every POST, PUT and DELETE is refused, whatever its path."""
-    for allow_list in read_only_lists(tmp_path):
-        url = proxy(allow_list)
-        for path in ("/v1.41/nodes", "/v1.41/services", "/v1.41/tasks",
-                     "/v1.41/containers/json"):
-            assert httpx.get(url + path, timeout=30).status_code == 200, (allow_list, path)
-        for method, path in WRITES:
-            status, body = raw(url, method, path)
-            assert (status, REFUSED.encode() in body) == (403, True), (allow_list, method, path)
+    """Through a proxy whose list has only GET lines (the console's among them), the reads
+    on its list pass (of nodes, services, tasks, containers), the others are refused, and
+    every POST, PUT and DELETE is refused, whatever its path."""
+    lists = read_only_lists(tmp_path)
+    assert DOCKER_API / "console.lst" in lists
+    for path in lists:
+        url = proxy(path)
+        rules = allow_list(path.stem, path.parent)
+        allowed = [read for read in READS if passes(rules, "GET", read)]
+        assert allowed, path
+        for read in READS:
+            expected = 200 if read in allowed else 403
+            assert httpx.get(url + read, timeout=30).status_code == expected, (path, read)
+        for method, write in WRITES:
+            status, body = raw(url, method, write)
+            assert (status, REFUSED.encode() in body) == (403, True), (path, method, write)
 
 
 def test_a_quiet_events_stream_outlives_the_ordinary_timeout(
-    proxy: Callable[[Path], str], tmp_path: Path
+    proxy: Callable[..., str], tmp_path: Path
 ) -> None:
     """The events stream (here bounded by `until`, and filtered to stay quiet) is not cut by
     the timeout of ordinary calls: it runs to its end and closes cleanly."""
@@ -233,3 +245,71 @@ def test_a_quiet_events_stream_outlives_the_ordinary_timeout(
     # httpx read the whole chunked body: a stream cut by the proxy would have raised here.
     assert response.status_code == 200
     assert elapsed > ORDINARY_CALL_S, elapsed  # open longer than an ordinary call may be
+
+
+# A service-log read, by what it says of follow (the query as sent), and whether the proxy
+# holds it open as a stream when it is quiet. The Docker SDK sends follow=True for a service's
+# logs, follow=1 for a container's; the CLI follow=1. The engine takes every value but 0,
+# false, no and none (any case) as true: a value the proxy does not know (yes) gets the
+# ordinary bound, the safe side.
+QUIET_READS = {
+    "": False,
+    "follow=0": False,
+    "follow=False": False,
+    "follow=yes": False,
+    "follow=1": True,
+    "follow=True": True,
+    "follow=true": True,
+}
+
+
+@pytest.fixture(scope="module")
+def endless_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeEngine]:
+    """A stand-in engine on a unix socket whose front_app logs send a line and never end,
+    as Engine 20.10's service logs were seen to do after a rolling update."""
+    engine = FakeEngine(tmp_path_factory.mktemp("engine") / "engine.sock")
+    engine.swarm.service_logs = {"front_app": [(time.time(), b"a line")]}
+    engine.swarm.endless_service_logs = {"front_app"}
+    yield engine
+    engine.close()
+
+
+def quiet_read(url: str, query: str, wait_s: float) -> float | None:
+    """Seconds until the read of front_app's logs ended (the proxy closed it), or None if it
+    was still open, silent, after `wait_s`."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    started = time.monotonic()
+    connection = http.client.HTTPConnection(host, int(port), timeout=wait_s)
+    try:
+        connection.request("GET", f"/v1.41/services/front_app/logs?stdout=1&{query}")
+        response = connection.getresponse()
+        response.read()
+    except TimeoutError:
+        return None
+    except (http.client.IncompleteRead, ConnectionError):
+        pass  # cut in the middle of the answer: ended by the proxy
+    finally:
+        connection.close()
+    return time.monotonic() - started
+
+
+def test_only_a_followed_log_read_is_held_open_when_quiet(
+    proxy: Callable[..., str], endless_engine: FakeEngine
+) -> None:
+    """Through the console's list, a service-log read that the engine leaves without an end
+    is closed by the proxy after an ordinary call's silence unless it follows the log
+    (follow=1 or true): that one is a stream, still open well past it."""
+    url = proxy(DOCKER_API / "console.lst", engine_socket=Path(
+        endless_engine.url.removeprefix("unix://")))
+    wait_s = ORDINARY_CALL_S + 5
+    with ThreadPoolExecutor(len(QUIET_READS)) as pool:
+        ended = dict(zip(QUIET_READS, pool.map(lambda q: quiet_read(url, q, wait_s),
+                                               QUIET_READS), strict=True))
+    for query, stream in QUIET_READS.items():
+        if stream:
+            assert ended[query] is None, (query, ended[query])
+        else:
+            assert ended[query] is not None, query
+            assert ORDINARY_CALL_S - 1 < ended[query] < wait_s, (query, ended[query])
+    logs = [path for _, path in endless_engine.swarm.calls if path.endswith("/logs")]
+    assert len(logs) == len(QUIET_READS)  # every read reached the engine

@@ -564,20 +564,29 @@ def test_one_stack_tags_and_counts_per_service(render: Any) -> None:
     assert render("shop.no-ipvs.yml", env={})["services"]["edge"]["ports"][0]["published"] == 80
 
 
+# The stack files deployed with the Docker API proxy, and the consumer each names.
+DOCKER_API_CONSUMERS = {"autoscale.yml": "autoscaler", "console.yml": "console"}
+
+
 def rendered_stacks(render: Any) -> dict[str, dict[str, Any]]:
-    """Every stack file as deployed (the proxy file with its consumer's)."""
-    env = {**SHOP_ENV, "REGISTRY_TLS_CERT": __file__, "REGISTRY_TLS_KEY": __file__,
-           "DOCKER_API_CONSUMER": "autoscaler"}
-    stacks = {path.name: render(path.name, env=env) for path in sorted(STACKS.glob("*.yml"))
-              if path.name not in ("definition.yml", "no-ipvs.yml", "docker-api.yml")}
-    stacks["autoscale.yml"] = render("autoscale.yml", "docker-api.yml", env=env)
+    """Every stack file as deployed (a consumer's with the proxy file)."""
+    env = {**SHOP_ENV, "REGISTRY_TLS_CERT": __file__, "REGISTRY_TLS_KEY": __file__}
+    stacks = {}
+    for path in sorted(STACKS.glob("*.yml")):
+        if path.name in ("definition.yml", "no-ipvs.yml", "docker-api.yml"):
+            continue
+        consumer = DOCKER_API_CONSUMERS.get(path.name)
+        stacks[path.name] = (
+            render(path.name, env=env) if consumer is None
+            else render(path.name, "docker-api.yml", env={**env, "DOCKER_API_CONSUMER": consumer}))
     return stacks
 
 
 @docker
 def test_only_the_docker_api_proxies_mount_the_socket(render: Any) -> None:
-    """No service of any stack file mounts the engine's socket, except the docker-api proxy,
-    which mounts it read-only."""
+    """No service of any stack file mounts the engine's socket, except the docker-api proxy
+    deployed with each of its consumers (the autoscaler's stack, the console's), which mounts
+    it read-only."""
     mounts = {
         (name, service): volume
         for name, config in rendered_stacks(render).items()
@@ -585,8 +594,8 @@ def test_only_the_docker_api_proxies_mount_the_socket(render: Any) -> None:
         for volume in spec.get("volumes", [])
         if "docker.sock" in str(volume.get("source", ""))
     }
-    assert list(mounts) == [("autoscale.yml", "docker-api")]
-    assert mounts["autoscale.yml", "docker-api"]["read_only"] is True
+    assert sorted(mounts) == [(name, "docker-api") for name in sorted(DOCKER_API_CONSUMERS)]
+    assert all(volume["read_only"] is True for volume in mounts.values())
 
 
 def test_makefile_one_stack_targets() -> None:

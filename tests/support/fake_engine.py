@@ -2,7 +2,9 @@
 the console's real Docker SDK client talks to it over a real socket. It serves what a test
 puts in it (nodes, services and tasks as Engine 20.10 documents, log lines per service and per
 container), streams the events a test sends, can leave a service-log read without an end (as
-Engine 20.10 has been seen to do after a rolling update), and records every call it gets.
+Engine 20.10 has been seen to do after a rolling update), and records every call it gets,
+with its path as sent (not decoded). On a unix socket instead, it stands behind the Docker API
+proxy in its test (tests/deploy/test_docker_api.py), where the socket is mounted.
 
 The swarm end-to-end test (tests/deploy/test_console.py) runs the console against the real
 engine; this serves the fast tests.
@@ -12,12 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import os
 import socket
 import struct
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -92,13 +96,20 @@ def task(ident: str, service_id: str, slot: int, image: str, state: str, since: 
 
 
 class Served:
-    """An ASGI app served by uvicorn on 127.0.0.1, from an event loop in a background thread."""
+    """An ASGI app served by uvicorn on 127.0.0.1 (or on a unix socket that its group may
+    connect to, as the engine's), from an event loop in a background thread."""
 
-    def __init__(self, app: Any, **config: Any) -> None:
+    def __init__(self, app: Any, unix_socket: Path | None = None, **config: Any) -> None:
         self.loop = LoopThread()
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        if unix_socket is None:
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        else:
+            sock = socket.socket(socket.AF_UNIX)
+            sock.bind(str(unix_socket))
+            os.chmod(unix_socket, 0o660)  # a container's user in its group connects to it
+            self.url = f"unix://{unix_socket}"
         # log_config=None: uvicorn leaves the test process's logging alone.
         self.server = uvicorn.Server(uvicorn.Config(
             app, log_config=None, timeout_graceful_shutdown=1, **{"lifespan": "on", **config}))
@@ -121,7 +132,7 @@ class Served:
 class FakeEngine:
     """The fake engine served by uvicorn on a background event loop."""
 
-    def __init__(self) -> None:
+    def __init__(self, unix_socket: Path | None = None) -> None:
         self.swarm = Swarm()
         self._listeners: list[asyncio.Queue[bytes]] = []
         app = Starlette(routes=[
@@ -136,7 +147,7 @@ class FakeEngine:
             Route("/v{v}/containers/{ident}/logs", self._container_logs),
         ])
         self._app = app
-        self.served = Served(self._recording, lifespan="off", interface="asgi3")
+        self.served = Served(self._recording, unix_socket, lifespan="off", interface="asgi3")
 
     @property
     def url(self) -> str:
@@ -144,7 +155,7 @@ class FakeEngine:
 
     async def _recording(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http":
-            self.swarm.calls.append((scope["method"], scope["path"]))
+            self.swarm.calls.append((scope["method"], scope["raw_path"].decode("latin-1")))
         await self._app(scope, receive, send)
 
     def close(self) -> None:
