@@ -423,8 +423,8 @@ endif
 # The README's screenshot (docs/console.png), taken by the console's swarm test during its
 # rolling update of the front (it deploys and removes a shop of its own: hold no other stack).
 console-screenshot:
-	$(PYTHON) -m pytest tests/deploy/test_console.py -m swarm -p no:cacheprovider \
-		--console-screenshot docs/console.png
+	SHOP_CONSOLE_SCREENSHOT=$(CURDIR)/docs/console.png \
+		$(PYTHON) -m pytest tests/deploy/test_console.py -m swarm -p no:cacheprovider
 
 cluster-up:
 	scripts/cluster.sh up
