@@ -45,7 +45,11 @@ async def front_for(prod: RawServer, coupon: RawServer, budget: float,
         instance="front-pool", access_log=False, prod_api_url=prod.url,
         coupon_api_url=coupon.url, upstream_max_connections=MAX_CONNECTIONS,
         upstream_timeout_seconds=budget, upstream_attempt_timeout_seconds=budget,
-        upstream_connect_timeout_seconds=0.5, keepalive_expiry_seconds=KEEPALIVE)
+        upstream_connect_timeout_seconds=0.5, keepalive_expiry_seconds=KEEPALIVE,
+        # The bound under test is the pool's: no hedge (a hedge that loses its race closes its
+        # connection mid-answer, and the counts here are of connections), no warm-up
+        # connection before the burst.
+        upstream_hedge_delay_seconds=0, upstream_warmup_seconds=0)
     app = create_app(settings)
     async with app.router.lifespan_context(app), httpx.AsyncClient(
             transport=httpx.ASGITransport(app), base_url="http://front.test",

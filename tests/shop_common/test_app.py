@@ -16,7 +16,9 @@ from prod_service.settings import ProdSettings
 APPS: dict[str, Callable[[], FastAPI]] = {
     "prod": lambda: create_prod_app(ProdSettings(instance="prod-test")),
     "coupon": lambda: create_coupon_app(CouponSettings(instance="coupon-test")),
-    "front": lambda: create_front_app(FrontSettings(instance="front-test")),
+    # No upstreams here: no warm-up (it would look prod.api up before the app starts).
+    "front": lambda: create_front_app(FrontSettings(instance="front-test",
+                                                    upstream_warmup_seconds=0)),
 }
 
 
