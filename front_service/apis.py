@@ -1,12 +1,15 @@
 """The front's two upstream APIs, as thin typed wrappers over the shared UpstreamClient."""
 
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import TypeAdapter, ValidationError
 
 from front_service.models import UpstreamCoupon, UpstreamProduct
 from front_service.upstream import UpstreamClient, UpstreamError
 
+T = TypeVar("T")
+
+_product = TypeAdapter(UpstreamProduct)
 _coupon_list = TypeAdapter(list[UpstreamCoupon])
 
 
@@ -26,14 +29,7 @@ class ProdApi:
 def _parse_product(status: int, body: bytes) -> UpstreamProduct | None:
     if status == 404:
         return None
-    if status != 200:
-        raise UpstreamError("prod", f"http_{status}", f"prod service answered {status}",
-                            status=status)
-    try:
-        return UpstreamProduct.model_validate_json(body)
-    except ValidationError as exc:
-        raise UpstreamError("prod", "invalid_body",
-                            f"prod service sent an invalid product: {_first_error(exc)}") from exc
+    return _parse_ok("prod", "an invalid product", _product, status, body)
 
 
 class CouponApi:
@@ -49,14 +45,20 @@ class CouponApi:
 
 
 def _parse_coupons(status: int, body: bytes) -> list[UpstreamCoupon]:
+    return _parse_ok("coupon", "invalid coupons", _coupon_list, status, body)
+
+
+def _parse_ok(upstream: str, what: str, model: TypeAdapter[T], status: int, body: bytes) -> T:
+    """A 200's body validated as `model`; UpstreamError for any other status or a body that
+    is not one (kind `http_<status>` or `invalid_body`)."""
     if status != 200:
-        raise UpstreamError("coupon", f"http_{status}", f"coupon service answered {status}",
+        raise UpstreamError(upstream, f"http_{status}", f"{upstream} service answered {status}",
                             status=status)
     try:
-        return _coupon_list.validate_json(body)
+        return model.validate_json(body)
     except ValidationError as exc:
-        raise UpstreamError("coupon", "invalid_body",
-                            f"coupon service sent invalid coupons: {_first_error(exc)}") from exc
+        raise UpstreamError(upstream, "invalid_body",
+                            f"{upstream} service sent {what}: {_first_error(exc)}") from exc
 
 
 def _first_error(exc: ValidationError) -> str:
