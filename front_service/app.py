@@ -11,7 +11,7 @@ from front_service.metrics import FrontMetrics
 from front_service.models import ProductDetail, UpstreamCoupon
 from front_service.pricing import best_coupon_price
 from front_service.settings import FrontSettings
-from front_service.upstream import UpstreamClient, UpstreamError, open_session, warm_up
+from front_service.upstream import UpstreamClient, UpstreamError, open_sessions, warm_up
 from shop_common.app import app_state, build_app
 from shop_common.errors import ApiError, error_responses
 from shop_common.prodno import ProdNo
@@ -92,11 +92,11 @@ def create_app(settings: FrontSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def upstream_session(app: FastAPI) -> AsyncIterator[None]:
-        async with open_session(settings) as session:
-            await warm_up(session, (settings.prod_api_url, settings.coupon_api_url),
+        async with open_sessions(settings) as sessions:
+            await warm_up(sessions.pooled, (settings.prod_api_url, settings.coupon_api_url),
                           settings.upstream_warmup_seconds, app.state.log)
             upstream = UpstreamClient(
-                session, hedge_delay=settings.upstream_hedge_delay_seconds,
+                sessions, hedge_delay=settings.upstream_hedge_delay_seconds,
                 attempt_timeout=settings.upstream_attempt_timeout_seconds,
                 total_timeout=settings.upstream_timeout_seconds,
                 retries=settings.upstream_retries,

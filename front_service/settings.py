@@ -40,8 +40,9 @@ class FrontSettings(ServiceSettings):
     # its upstreams and opens a connection to each, for at most this long: its first requests
     # then do not wait for DNS while dockerd is busy starting it.
     upstream_warmup_seconds: float = Field(default=2.0, ge=0, le=30)
-    # Pool bound: at most this many connections per upstream, whatever the failures.
-    upstream_max_connections: int = Field(default=64, ge=1, le=1000)
+    # Pool bound: at most this many connections per upstream, whatever the failures (some
+    # kept alive, some for hedges and retries: front_service.upstream.pool_bounds).
+    upstream_max_connections: int = Field(default=64, ge=2, le=1000)
     max_upstream_body_bytes: int = Field(default=1024 * 1024, ge=1024)
 
     @model_validator(mode="after")

@@ -1,9 +1,9 @@
-"""The front's GETs to its upstreams: one shared aiohttp session, hedged tries, one deadline.
+"""The front's GETs to its upstreams: two aiohttp sessions, hedged tries, one deadline.
 
 A call is a race of at most 1 + SHOP_UPSTREAM_RETRIES tries under one whole-call deadline
 (SHOP_UPSTREAM_TIMEOUT_SECONDS). The first try starts at once. A try that has not answered after
-SHOP_UPSTREAM_HEDGE_DELAY_SECONDS gets a hedge: a second try beside it, on another connection
-(so, on a swarm, most likely another replica), and the first good answer wins while the others
+SHOP_UPSTREAM_HEDGE_DELAY_SECONDS gets a hedge: a second try beside it, on a new connection
+(so, on a swarm, another replica: see Sessions), and the first good answer wins while the others
 are cancelled. Hedges are load, so they are budgeted (HedgeBudget); when the budget is spent, a
 try that is still silent after SHOP_UPSTREAM_ATTEMPT_TIMEOUT_SECONDS gets its hedge anyway. No
 try is abandoned because it is slow: on a node short of CPU, the slow first try may still be the
@@ -13,7 +13,8 @@ again at once; a 5xx once; a 4xx never. See the README's latency budget.
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -90,19 +91,57 @@ class HedgeBudget:
         return True
 
 
-def open_session(settings: FrontSettings) -> aiohttp.ClientSession:
-    """The front's one HTTP client session, shared by both upstreams for the process's life."""
+@dataclass
+class Sessions:
+    """The front's two HTTP client sessions, over one resolver, for the process's life.
+
+    `pooled` keeps connections alive and carries every call's first try. `fresh` opens a new
+    connection for each request and closes it after: hedges and retries go there. A replica
+    whose node died leaves its kept-alive connections in the pool looking healthy, and a
+    pool hands them out again and again (most recent first), so a hedge taken from the pool
+    can land on the same dead replica as the try it backs up. A new connection takes the
+    next address in turn and races the one after it when a connect does not complete
+    (happy eyeballs): it reaches a live replica.
+    """
+
+    pooled: aiohttp.ClientSession
+    fresh: aiohttp.ClientSession
+
+
+def pool_bounds(bound: int) -> tuple[int, int]:
+    """How an upstream's connection bound is shared: (kept-alive, new per request). A quarter
+    for hedges and retries: they are at most one call in ten when all is well, and when an
+    upstream fails they must not take the connections its first tries need."""
+    fresh = max(1, bound // 4)
+    return bound - fresh, fresh
+
+
+@asynccontextmanager
+async def open_sessions(settings: FrontSettings) -> AsyncIterator[Sessions]:
+    # Addresses come from memory, refreshed beside the requests (front_service.resolver);
+    # aiohttp's own cache would look an expired name up on the request path.
+    resolver = CachingResolver(aiohttp.ThreadedResolver(),
+                               refresh_after=settings.upstream_dns_cache_seconds)
+    try:
+        async with _session(settings, resolver, keep_alive=True) as pooled, \
+                _session(settings, resolver, keep_alive=False) as fresh:
+            yield Sessions(pooled, fresh)
+    finally:
+        await resolver.close()
+
+
+def _session(settings: FrontSettings, resolver: CachingResolver,
+             keep_alive: bool) -> aiohttp.ClientSession:
+    kept_alive, fresh = pool_bounds(settings.upstream_max_connections)
     connector = aiohttp.TCPConnector(
-        # The pool bound is per upstream (prod.api, coupon.api): a failing one cannot take
-        # the other's connections.
+        # The bound is per upstream (prod.api, coupon.api): a failing one cannot take the
+        # other's connections. The two sessions share it (pool_bounds).
         limit=0,
-        limit_per_host=settings.upstream_max_connections,
-        # Addresses come from memory, refreshed beside the requests (front_service.resolver);
-        # aiohttp's own cache would look an expired name up on the request path.
-        resolver=CachingResolver(aiohttp.ThreadedResolver(),
-                                 refresh_after=settings.upstream_dns_cache_seconds),
+        limit_per_host=kept_alive if keep_alive else fresh,
+        resolver=resolver,
         use_dns_cache=False,
-        keepalive_timeout=settings.keepalive_expiry_seconds,
+        keepalive_timeout=settings.keepalive_expiry_seconds if keep_alive else None,
+        force_close=not keep_alive,
         # A connect on an overlay network completes in well under a millisecond; one still
         # pending after 50 ms is most likely to a node that died, so the next address starts
         # racing it rather than waiting for the connect timeout.
@@ -168,10 +207,10 @@ class UpstreamClient:
     per-call summary on the request's access line, one log line per try that was not the
     call's plain single success, and metrics per try."""
 
-    def __init__(self, session: aiohttp.ClientSession, *, hedge_delay: float,
+    def __init__(self, sessions: Sessions, *, hedge_delay: float,
                  attempt_timeout: float, total_timeout: float, retries: int,
                  max_body_bytes: int, log: Logger, metrics: FrontMetrics) -> None:
-        self.session = session
+        self.sessions = sessions
         self.hedge_delay = hedge_delay
         self.attempt_timeout = attempt_timeout
         self.total_timeout = total_timeout
@@ -280,8 +319,10 @@ class UpstreamClient:
             self.metrics.hedges.labels(call.upstream).inc()
         elif kind == "retry":
             self.metrics.retries.labels(call.upstream).inc()
+        # The first try on a kept-alive connection; the others on new ones (Sessions).
+        session = self.sessions.pooled if kind == "first" else self.sessions.fresh
         started = _Try(len(call.tries) + 1, kind, time.perf_counter(),
-                       asyncio.create_task(self._get_once(call.url, headers)))
+                       asyncio.create_task(self._get_once(session, call.url, headers)))
         call.tries.append(started)
         return started
 
@@ -319,10 +360,11 @@ class UpstreamClient:
               duration_ms=round(seconds * 1000, 2), attempt=ended.number, kind=ended.kind,
               outcome=outcome)
 
-    async def _get_once(self, url: str, headers: dict[str, str]) -> tuple[int, bytes]:
+    async def _get_once(self, session: aiohttp.ClientSession, url: str,
+                        headers: dict[str, str]) -> tuple[int, bytes]:
         # aiohttp sends an idempotent GET again by itself, once, when its connection breaks
         # before the answer: that second send is part of this try.
-        async with self.session.get(url, headers=headers) as response:
+        async with session.get(url, headers=headers) as response:
             declared = response.content_length
             if declared is not None and declared > self.max_body_bytes:
                 raise BodyTooLarge

@@ -12,7 +12,15 @@ import orjson
 import pytest
 
 from front_service.upstream import HEDGE_BURST, HEDGE_EVERY, HedgeBudget
-from tests.support.faults import after, answers, never_answers
+from tests.support.faults import (
+    RawServer,
+    after,
+    answers,
+    http_reply,
+    never_answers,
+    read_request,
+    until_client_leaves,
+)
 from tests.support.front import Front, running_front
 from tests.support.upstreams import Upstreams, front_settings_for
 
@@ -76,6 +84,52 @@ async def test_the_slow_try_is_not_abandoned(upstreams: Upstreams) -> None:
         assert 0.5 <= front.elapsed[-1] < 2.0
         assert front.counter("shop_upstream_hedges_total", upstream="prod") == 2
     assert upstreams.prod.connections == 3
+
+
+class DyingReplica:
+    """A prod replica whose node dies: connections opened before `die()` answer (kept
+    alive) until then and go silent after it, no FIN and no RST, as connections to a node
+    that vanished do; connections opened after it answer, as another replica would."""
+
+    def __init__(self) -> None:
+        self.dead = False
+        self.answer = http_reply(200, orjson.dumps(PRODUCT), keep_alive=True)
+
+    async def __call__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        opened_alive = not self.dead
+        while True:
+            await read_request(reader)
+            if opened_alive and self.dead:
+                await until_client_leaves(reader)
+                return
+            writer.write(self.answer)
+            await writer.drain()
+
+
+@pytest.mark.anyio
+async def test_hedges_do_not_follow_the_first_try_to_a_dead_replica(
+        upstreams: Upstreams) -> None:
+    """Kept-alive connections to a replica whose node died look healthy in the pool: every
+    try taken from it would hang. The first try does; its hedges go out on new connections,
+    which reach a live replica, and the answer comes in one hedge delay, not at the
+    deadline (504)."""
+    replica = DyingReplica()
+    async with RawServer(replica) as prod:
+        settings = front_settings_for(upstreams, **hedged(upstreams), prod_api_url=prod.url)
+        async with running_front(settings) as front:
+            # Five concurrent calls leave five kept-alive connections in the pool.
+            warm = await asyncio.gather(*(front.get() for _ in range(5)))
+            assert {response.status_code for response in warm} == {200}
+            assert prod.accepted == 5
+            replica.dead = True
+            for _ in range(5):
+                response = await front.get()
+                assert response.status_code == 200, response.text
+            assert max(front.elapsed[-5:]) < 0.5, front.elapsed[-5:]
+            # One hedge each, nothing counted as failed: the silent tries lost the race.
+            assert front.counter("shop_upstream_hedges_total", upstream="prod") == 5
+            assert front.counter("shop_upstream_errors_total", upstream="prod",
+                                 kind="timeout") == 0
 
 
 @pytest.mark.anyio
