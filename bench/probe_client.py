@@ -9,7 +9,7 @@ process, user + system), and how late it sent its requests against start + n/rat
 report's schedule lag), beside what the target answered. A client short of CPU shows as a
 growing lag; a shop that fails shows as failed requests with a small lag.
 
-Bounded: at most MAX_DURATION seconds, only to 127.0.0.1 / localhost.
+Bounded: at most 120 s (MAX_DURATION), only to loopback (127.0.0.1, ::1, localhost).
 """
 
 from __future__ import annotations
