@@ -263,4 +263,9 @@ async def probe(settings: ConsoleSettings, state: ConsoleState, changes: Changes
         state.add_request(result)
         changes.notify()
 
-    await run_probe(settings.probe_url, settings.probe_rate, settings.probe_timeout_s, record)
+    try:
+        await run_probe(settings.probe_url, settings.probe_rate, settings.probe_timeout_s,
+                        record)
+    except ValueError as exc:  # a URL the probe refuses (not http(s))
+        state.set_source("probe", state="off", url=settings.probe_url, message=str(exc))
+        changes.notify()

@@ -1,83 +1,51 @@
-"""The console's own probe: the tutorial's curl loop, made visible.
+"""The console's probe: the tutorial's curl loop, made visible, on the shop's probe engine.
 
-`run_probe` is the whole interface the console uses: it sends requests open-loop (request n
-at start + n / rate, whether or not earlier ones have answered, so a stalled shop shows up
-as timeouts, not as a lower rate), each on a new connection (like separate users: a rolling
-update cannot hide behind one pinned keep-alive connection), and hands every outcome to
-`record`. It runs until cancelled. When the shop's tools offer an async probe engine usable
-from any event loop, this module is where the console switches to it.
+`run_probe` is the whole interface the console uses. It runs shop_tools.probe.engine: requests
+open-loop (request n at start + n / rate, whether or not earlier ones have answered, so a
+stalled shop shows up as timeouts, not as a lower rate), each on a new connection (like
+separate users: a rolling update cannot hide behind one pinned keep-alive connection), each
+call bounded by the timeout as a whole; every outcome goes to `record`.
+
+An engine run is bounded; the console's probe runs for as long as the console does: one run
+after another, each started when the one before has sent its last request, so the schedule
+goes on without a gap. Cancelling it (the console stopping) ends it; requests still in flight
+then are not recorded.
 """
 
 from __future__ import annotations
 
-import asyncio
-import secrets
 import time
 from collections.abc import Callable
+from itertools import count
 
-import httpx
+import anyio
 
 from console.model import RequestResult
+from shop_tools.probe.engine import Probe, check_probe_args
+from shop_tools.probe.report import RequestResult as ProbeResult
 
 Record = Callable[[RequestResult], None]
 
-
-def _outcome(response: httpx.Response) -> str:
-    if not response.is_success:
-        return f"status_{response.status_code}"
-    try:
-        response.json()  # every shop answer is JSON: anything else (a proxy's page) failed
-    except ValueError:
-        return "bad_body"
-    return ""
+# One engine run. Its report grows with its requests until it ends (at most 50/s * 600 s).
+RUN_S = 600.0
 
 
 async def run_probe(url: str, rate: float, timeout_s: float, record: Record) -> None:
-    """GET `url` `rate` times a second until cancelled; each outcome goes to `record`."""
-    loop = asyncio.get_running_loop()
-    run_id = secrets.token_hex(3)
-    in_flight: set[asyncio.Task[None]] = set()
+    """GET `url` `rate` times a second until cancelled; each outcome goes to `record`.
+    ValueError at once for a URL or numbers the engine refuses."""
+    # The console probes the shop it was deployed with, wherever that is: not only loopback.
+    check_probe_args(url, rate, RUN_S, timeout_s, allow_remote=True)
 
-    async def one(client: httpx.AsyncClient, n: int) -> None:
-        # An id per request: clicking it on the page finds its lines in the services' logs.
-        request_id = f"console-{run_id}-{n}"
-        sent, started = time.time(), loop.time()
-        status: int | None = None
-        release = instance = ""
-        try:
-            async with asyncio.timeout(timeout_s):  # the whole call, not each phase
-                response = await client.get(url, headers={"X-Request-ID": request_id})
-            status = response.status_code
-            release = response.headers.get("x-release", "")
-            instance = response.headers.get("x-instance", "")
-            error = _outcome(response)
-        except (TimeoutError, httpx.TimeoutException):
-            error = "timeout"
-        except httpx.ConnectError:
-            error = "connect"
-        except httpx.HTTPError as exc:
-            error = type(exc).__name__
-        record(RequestResult(request_id, sent, (loop.time() - started) * 1000, status, error,
-                             release, instance))
+    def finished(result: ProbeResult) -> None:
+        # Called as the request ends: its wall-clock send time is now minus its latency.
+        record(RequestResult(
+            result.request_id, time.time() - (result.ended_at - result.sent_at),
+            result.latency_ms, result.status, result.failure or "", result.release or "",
+            result.instance or ""))
 
-    client = httpx.AsyncClient(
-        # No pooled connections: every request connects anew.
-        limits=httpx.Limits(max_keepalive_connections=0),
-        headers={"User-Agent": "shop-console", "Connection": "close"},
-        follow_redirects=False,
-        trust_env=False,  # never through a proxy from the environment
-    )
-    async with client:
-        t0 = loop.time()
-        n = 0
-        try:
-            while True:
-                await asyncio.sleep(max(0.0, t0 + n / rate - loop.time()))
-                task = asyncio.create_task(one(client, n))
-                in_flight.add(task)
-                task.add_done_callback(in_flight.discard)
-                n += 1
-        finally:
-            for task in in_flight:
-                task.cancel()
-            await asyncio.gather(*in_flight, return_exceptions=True)
+    start = anyio.current_time()
+    async with anyio.create_task_group() as runs:
+        for run in count():
+            await anyio.sleep_until(start + run * RUN_S)
+            runs.start_soon(Probe(url, rate, RUN_S, timeout_s, allow_remote=True,
+                                  name="console", on_request=finished).run)

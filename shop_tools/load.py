@@ -8,9 +8,9 @@ rewritten every second on a terminal (one line per second otherwise): requests s
 last second, failures, p99, and the service's replicas as `docker service ls` shows them
 (running/desired). Exit status 0 when every request succeeded, 1 otherwise, 2 on usage errors.
 
-A connection per request costs the client more CPU than the shop spends answering: on two
-cores shared with the shop, one process holds a few hundred requests per second. Beyond
-that the client falls behind its schedule and its own requests time out.
+A connection per request costs the client CPU as well as the shop: on two cores shared with
+the shop, one process holds a few hundred requests per second. Beyond that the client falls
+behind its schedule, and the summary's schedule lag says so (the client, not the shop).
 """
 
 from __future__ import annotations

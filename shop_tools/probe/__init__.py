@@ -6,6 +6,6 @@
 - display: the terminal (rich): live progress and the summary tables;
 - cli: the `shop-probe` command.
 
-engine and report need only httpx and anyio (the services' own dependencies); display and
-cli need rich (the `tools` extra).
+engine and report need only aiohttp and anyio (the services' own dependencies; the engine runs
+on asyncio); display and cli need rich (the `tools` extra).
 """

@@ -6,7 +6,8 @@
 
 (`with BlockingProbe.start(...) as probe:` stops it when the block ends, whatever happens.)
 
-The probe runs in the portal's event loop thread; its hooks are called there.
+The probe runs in the portal's event loop thread (asyncio, which the engine's aiohttp client
+needs); its hooks are called there.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ class BlockingProbe:
     def __init__(self, probe: Probe) -> None:
         self.probe = probe
         self._exit_stack = contextlib.ExitStack()
-        self._portal = self._exit_stack.enter_context(start_blocking_portal())
+        self._portal = self._exit_stack.enter_context(start_blocking_portal("asyncio"))
         self._future: Future[ProbeReport] = self._portal.start_task_soon(probe.run)
 
     @classmethod

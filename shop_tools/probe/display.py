@@ -60,6 +60,8 @@ def report_tables(report: ProbeReport, title: str = "shop-probe") -> RenderableT
         f"  {counts(report.failures)}" if report.failures else ""))
     figures.add_row("latency ms", "  ".join(
         f"{key} {ms(report.latencies.get(key))}" for key in ("p50", "p90", "p99", "max")))
+    figures.add_row("schedule lag ms", "  ".join(
+        f"{key} {ms(report.schedule_lag.get(key))}" for key in ("p99", "max")))
     if report.degraded:
         figures.add_row("degraded (X-Degraded)", Text(str(report.degraded), style="yellow"))
     figures.add_row("releases", "  ".join(

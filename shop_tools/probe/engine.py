@@ -1,4 +1,4 @@
-"""The probe's engine: call one URL on an open-loop schedule from any running event loop.
+"""The probe's engine: call one URL on an open-loop schedule from a running asyncio loop.
 
     probe = Probe(url, rate=20, duration=30, on_request=..., on_second=...)
     report = await probe.run()          # in a task; probe.stop() (same loop) ends it early
@@ -8,26 +8,30 @@ requests have answered, so a stalled service shows up as timeouts instead of qui
 lowering the request rate. Each request opens its own connection (no keep-alive), the way
 many independent users would, so a rolling update cannot hide behind one pinned connection.
 A run ends after `duration` seconds or rate*duration requests, whichever comes first, plus at
-most `timeout` seconds for requests still in flight.
+most `timeout` seconds for requests still in flight. How late each request left against its
+place in the schedule is the report's schedule lag: a client that falls behind (short of
+CPU) shows there, not as the shop failing.
 
 A request succeeded when it got a 2xx answer whose body is JSON (every shop answer is): a
 2xx with something else (a proxy's HTML page, a cut-off body) is a `bad_body` failure.
 
-Written on anyio, so it runs in asyncio (uvloop included, e.g. in a FastAPI lifespan) or trio;
+The client is aiohttp (a session per run), which runs on asyncio only: run() needs anyio's
+asyncio backend (uvloop included, e.g. in a FastAPI lifespan), not trio.
 shop_tools.probe.blocking runs it from synchronous code.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import json
 import math
 import secrets
 import time
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
+import aiohttp
 import anyio
-import httpx
 
 from shop_tools.probe.report import ProbeReport, Recorder, RequestResult, SecondSummary
 
@@ -73,22 +77,46 @@ def request_cap(rate: float, duration: float) -> int:
     return max(1, math.ceil(rate * duration - 1e-9))
 
 
-def _is_json(response: httpx.Response) -> bool:
+def _is_json(body: bytes) -> bool:
     try:
-        response.json()
+        json.loads(body)
     except ValueError:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
         return False
     return True
 
 
 def _failure_kind(exc: Exception) -> str:
-    if isinstance(exc, TimeoutError | httpx.TimeoutException):
+    # aiohttp's own timeouts (connect, read, the whole call) are TimeoutErrors too; they are
+    # also connection errors, so they are looked for first.
+    if isinstance(exc, TimeoutError):
         return "timeout"
-    if isinstance(exc, httpx.ConnectError):
+    if isinstance(exc, aiohttp.ClientConnectorError):  # refused, unreachable, no such name
         return "connect"
-    if isinstance(exc, httpx.TransportError):
+    if isinstance(exc, aiohttp.ClientError):  # reset, closed, cut off, not HTTP
         return "reset"
     return "other"  # an unexpected error is a failed request, not a crash
+
+
+def _session(timeout: float, user_agent: str) -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(
+            # No pooled connections and no bound on them: every request connects anew, like
+            # a separate user would, whatever is still in flight.
+            force_close=True,
+            limit=0,
+            # A new lookup per connection, as a separate user's client makes: cached addresses
+            # would keep sending to a replica that DNS no longer lists.
+            use_dns_cache=False,
+        ),
+        # The whole call (connect, send, the answer's head and body), not each phase; never
+        # rounded up to the loop's next whole second, as aiohttp does past ceil_threshold.
+        timeout=aiohttp.ClientTimeout(total=timeout, ceil_threshold=math.inf),
+        # "close" makes the server close first, so its side keeps the TIME_WAIT sockets,
+        # not the client's ports.
+        headers={"User-Agent": user_agent, "Connection": "close"},
+        cookie_jar=aiohttp.DummyCookieJar(),  # each request as a new visitor
+        trust_env=False,  # never route the probe through a proxy from the environment
+    )
 
 
 class Probe:
@@ -105,14 +133,16 @@ class Probe:
         allow_remote: bool = False,
         on_request: RequestHook | None = None,
         on_second: SecondHook | None = None,
+        name: str = "probe",
     ) -> None:
         check_probe_args(url, rate, duration, timeout, allow_remote=allow_remote)
         self.url, self.rate, self.duration, self.timeout = url, rate, duration, timeout
+        self.name = name  # who asks: request ids <name>-<run>-<n>, User-Agent shop-<name>
         self.on_request = on_request
         self.on_second = on_second
         self.completed = 0  # requests finished so far (answered or failed)
         self._stop_requested = False
-        self._stopped: anyio.Event | None = None  # made in run(): it belongs to that loop
+        self._sending: anyio.CancelScope | None = None  # run()'s schedule, while it sends
         self._run_id = secrets.token_hex(3)
 
     @property
@@ -124,14 +154,12 @@ class Probe:
         """Stop sending; run() returns once the requests in flight have finished. Call it
         from the probe's event loop (the blocking wrapper does that for other threads)."""
         self._stop_requested = True
-        if self._stopped is not None:
-            self._stopped.set()
+        if self._sending is not None:
+            self._sending.cancel()
 
     async def run(self) -> ProbeReport:
-        self._stopped = anyio.Event()
-        if self._stop_requested:
-            self._stopped.set()
         t0 = anyio.current_time()
+        interval = 1.0 / self.rate
         recorder = Recorder(ProbeReport(self.url, self.rate, self.duration,
                                         started_at=time.monotonic()))
         seconds: list[SecondSummary] = []
@@ -142,33 +170,33 @@ class Probe:
             if self.on_second is not None:
                 self.on_second(summary)
 
-        async def one(client: httpx.AsyncClient, n: int) -> None:
+        async def one(session: aiohttp.ClientSession, n: int) -> None:
             # An id per request lets a failure be followed through the logs (shop-logs).
-            request_id = f"probe-{self._run_id}-{n}"
+            request_id = f"{self.name}-{self._run_id}-{n}"
             sent = anyio.current_time() - t0
-            recorder.sent(sent)
+            recorder.sent(sent, lag=sent - n * interval)
             try:
-                # httpx timeouts apply per phase; this bounds the whole call.
-                with anyio.fail_after(self.timeout):
-                    response = await client.get(self.url, headers={"X-Request-ID": request_id})
+                async with session.get(self.url, headers={"X-Request-ID": request_id},
+                                       allow_redirects=False) as response:
+                    body = await response.read()
+                    ended = anyio.current_time() - t0
+                    failure = None
+                    if not 200 <= response.status < 300:
+                        failure = f"status_{response.status}"
+                    elif not _is_json(body):
+                        failure = "bad_body"
+                    result = RequestResult(
+                        n, request_id, sent, ended, failure, status=response.status,
+                        release=response.headers.get("X-Release"),
+                        instance=response.headers.get("X-Instance"),
+                        degraded=failure is None and "X-Degraded" in response.headers,
+                        detail="" if failure is None else (
+                            await response.text(errors="replace"))[:200],
+                    )
             except Exception as exc:
                 detail = f"{type(exc).__name__}: {exc}".rstrip(": ")
                 result = RequestResult(n, request_id, sent, anyio.current_time() - t0,
                                        _failure_kind(exc), detail=detail)
-            else:
-                ended = anyio.current_time() - t0
-                failure = None
-                if not response.is_success:
-                    failure = f"status_{response.status_code}"
-                elif not _is_json(response):
-                    failure = "bad_body"
-                result = RequestResult(
-                    n, request_id, sent, ended, failure, status=response.status_code,
-                    release=response.headers.get("x-release"),
-                    instance=response.headers.get("x-instance"),
-                    degraded=failure is None and "x-degraded" in response.headers,
-                    detail="" if failure is None else response.text[:200],
-                )
             recorder.finished(result)
             self.completed += 1
             if self.on_request is not None:
@@ -181,28 +209,22 @@ class Probe:
                 second_over(second - 1)
                 second += 1
 
-        client = httpx.AsyncClient(
-            # No pooled connections: every request connects anew, like a separate user would.
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=0),
-            timeout=httpx.Timeout(self.timeout),
-            headers={"User-Agent": "shop-probe", "Connection": "close"},
-            follow_redirects=False,
-            trust_env=False,  # never route the probe through a proxy from the environment
-        )
-        async with client, anyio.create_task_group() as ticking:
+        session = _session(self.timeout, user_agent=f"shop-{self.name}")
+        async with session, anyio.create_task_group() as ticking:
             ticking.start_soon(tick)
             async with anyio.create_task_group() as requests:
-                interval = 1.0 / self.rate
-                for n in range(self.planned):
-                    due = t0 + n * interval
-                    if due - t0 >= self.duration:
-                        break
-                    with anyio.move_on_after(due - anyio.current_time()):
-                        await self._stopped.wait()
-                    if self._stopped.is_set():
-                        recorder.report.stopped_early = True
-                        break
-                    requests.start_soon(one, client, n)
+                # stop() cancels the sending, not the requests already sent.
+                with anyio.CancelScope() as self._sending:
+                    if self._stop_requested:
+                        self._sending.cancel()
+                    for n in range(self.planned):
+                        due = t0 + n * interval
+                        if due - t0 >= self.duration:
+                            break
+                        await anyio.sleep_until(due)
+                        requests.start_soon(one, session, n)
+                recorder.report.stopped_early = self._sending.cancel_called
+                self._sending = None
             # Every request has finished: the seconds not reported yet are reported now.
             ticking.cancel_scope.cancel()
         elapsed = anyio.current_time() - t0

@@ -108,6 +108,9 @@ class ProbeReport:
     stopped_early: bool = False
     failures: dict[str, int] = field(default_factory=dict)
     latencies: dict[str, float | None] = field(default_factory=dict)  # p50/p90/p99/max, ms
+    # How late the client sent its requests against start + n/rate (p99/max, ms): high when
+    # the client itself fell behind (short of CPU), whatever the shop did.
+    schedule_lag: dict[str, float | None] = field(default_factory=dict)
     releases: Counter[str] = field(default_factory=Counter)
     instances: Counter[str] = field(default_factory=Counter)
     timeline: list[dict[str, Any]] = field(default_factory=list)
@@ -162,6 +165,7 @@ class ProbeReport:
             "stopped_early": self.stopped_early,
             "failures": dict(sorted(self.failures.items())),
             "latencies_ms": self.latencies,
+            "schedule_lag_ms": self.schedule_lag,
             "releases": dict(sorted(self.releases.items())),
             "instances": dict(sorted(self.instances.items())),
             "release_spans": self.release_spans(),
@@ -191,12 +195,15 @@ class Recorder:
         self.report = report
         self._buckets: dict[int, _Bucket] = {}
         self._latencies: list[float] = []
+        self._lags: list[float] = []  # ms
 
     def _bucket(self, at: float) -> _Bucket:
         return self._buckets.setdefault(max(0, int(at)), _Bucket())
 
-    def sent(self, at: float) -> None:
+    def sent(self, at: float, lag: float) -> None:
+        """A request sent `at` s after the start, `lag` s after its place in the schedule."""
         self._bucket(at).sent += 1
+        self._lags.append(lag * 1000.0)
 
     def finished(self, result: RequestResult) -> None:
         report, bucket = self.report, self._bucket(result.ended_at)
@@ -260,6 +267,11 @@ class Recorder:
             "p90": rounded(percentile(ordered, 0.90)),
             "p99": rounded(percentile(ordered, 0.99)),
             "max": rounded(ordered[-1] if ordered else None),
+        }
+        lags = sorted(self._lags)
+        self.report.schedule_lag = {
+            "p99": rounded(percentile(lags, 0.99)),
+            "max": rounded(lags[-1] if lags else None),
         }
         self.report.timeline = [summary.timeline_entry() for summary in seconds]
         return self.report

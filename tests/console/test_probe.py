@@ -9,8 +9,12 @@ import itertools
 
 import pytest
 
-from console.model import RequestResult
+from console import probe
+from console.live import Changes
+from console.live import probe as probe_source
+from console.model import ConsoleState, RequestResult
 from console.probe import run_probe
+from console.settings import ConsoleSettings
 from tests.support.faults import answers, closed_port, never_answers
 from tests.support.upstreams import Upstreams
 
@@ -84,3 +88,30 @@ def test_refused_connections_fail_as_connect() -> None:
     results = probe_for(f"{closed_port()}/products/2", rate=20, seconds=0.3)
     assert results
     assert {(r.error, r.status) for r in results} == {("connect", None)}
+
+
+def test_engine_runs_follow_one_another_without_a_gap(upstreams: Upstreams,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The console's probe outlives one bounded engine run: the next run starts when the one
+    before has sent its last request, not once its last answers are in, so a hanging shop
+    leaves no hole in the schedule."""
+    monkeypatch.setattr(probe, "RUN_S", 0.5)
+    upstreams.prod.always = never_answers
+    results = probe_for(f"{upstreams.prod.url}/products/2", rate=20, seconds=1.6,
+                        timeout_s=0.3)
+    runs = {r.request_id.rsplit("-", 1)[0] for r in results}
+    assert len(runs) >= 3
+    assert len({r.request_id for r in results}) == len(results)
+    assert {r.error for r in results} == {"timeout"}
+    sent = sorted(r.sent for r in results)
+    assert max(b - a for a, b in itertools.pairwise(sent)) < 0.2
+
+
+def test_a_url_the_probe_refuses_turns_its_source_off() -> None:
+    """A probe URL that is not http(s) stops the probe, and the page is told why."""
+    state = ConsoleState()
+    settings = ConsoleSettings(instance="t", probe_url="ftp://shop/", probe_rate=5)
+    asyncio.run(probe_source(settings, state, Changes()))
+    assert state.sources["probe"]["state"] == "off"
+    assert "not an http(s) URL" in state.sources["probe"]["message"]
+    assert not state.requests

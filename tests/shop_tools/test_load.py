@@ -85,7 +85,7 @@ def test_on_a_terminal_the_line_is_rewritten_not_repeated(server, fake_docker):
 def test_load_with_failures_exits_1(server, fake_docker):
     """Failed requests show in the progress line and make the exit status 1."""
     base, app = server
-    app.fail = True
+    app.status = 500
     out = io.StringIO()
 
     status = main(["--url", base + "/", "--rate", "10", "--duration", "1",

@@ -1,28 +1,37 @@
+"""shop-probe's engine, report, blocking wrapper and CLI, over real sockets on 127.0.0.1: the
+tiny uvicorn app (the server fixture) answers as each test tells it, and the refused, reset,
+stalled and never-connecting cases are real sockets too (tests/support/faults.py), since how
+those surface depends on the socket, not on the client.
+
+One module for the package's modules: most tests run the engine through the blocking
+wrapper and read the report, the way the tools use them.
+"""
+
 import asyncio
+import contextlib
 import json
-import socket
-import struct
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import anyio
-import httpx
 import pytest
-import respx
+from anyio.from_thread import start_blocking_portal
 
 from shop_tools.probe.blocking import BlockingProbe
 from shop_tools.probe.cli import main, parse_args
 from shop_tools.probe.display import second_line, summary_text
 from shop_tools.probe.engine import Probe
 from shop_tools.probe.report import ProbeReport, RequestResult, SecondSummary, percentile
+from tests.support.faults import (
+    Behaviour,
+    RawServer,
+    black_hole,
+    closed_port,
+    resets_after_request,
+    stalls_mid_body,
+)
 from tests.support.steps import wait_for
-
-# Most answers come from respx, which stands in for the network under httpx; a real uvicorn
-# serves the tests about connections (one per request) and the refused and reset ones use real
-# sockets, since how those surface depends on the socket, not on httpx.
-TARGET = "http://127.0.0.1:8080/product-detail/2"
 
 
 def run_probe(url: str, rate: float, duration: float, **options: Any) -> ProbeReport:
@@ -30,58 +39,23 @@ def run_probe(url: str, rate: float, duration: float, **options: Any) -> ProbeRe
     return BlockingProbe.start(url, rate, duration, **options).wait()
 
 
-def shop_answer(status: int = 200, release: str = "1", body: bytes = b'{"status":"OK"}',
-                content_type: str = "application/json") -> httpx.Response:
-    return httpx.Response(status, content=body, headers={
-        "content-type": content_type, "x-release": release, "x-instance": "mocked"})
-
-
-@pytest.fixture
-def closed_port() -> int:
-    """A loopback port nothing listens on (bound once to pick it, then closed)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    return port
-
-
-@pytest.fixture
-def resetting_port() -> Iterator[int]:
-    """A loopback port whose server reads each request and resets the connection unanswered."""
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(64)
-    listener.settimeout(0.05)
-    stop = threading.Event()
-
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-            except TimeoutError:
-                continue
-            # Reading first makes the reset hit a sent request, not the connect itself.
-            conn.settimeout(2)
-            conn.recv(65536)
-            # Linger 0 makes close() send RST instead of FIN.
-            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            conn.close()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    yield listener.getsockname()[1]
-    stop.set()
-    thread.join(5)
-    listener.close()
+@contextlib.contextmanager
+def raw_server(behaviour: Behaviour) -> Iterator[str]:
+    """The URL of a RawServer running `behaviour` on every connection, in a loop of its own."""
+    with start_blocking_portal("asyncio") as portal, \
+            portal.wrap_async_context_manager(RawServer(behaviour)) as raw:
+        yield raw.url
 
 
 def test_counts_every_scheduled_request_and_reads_release_headers(server):
-    """An open-loop run sends exactly rate*duration requests, all ok, each on a new connection."""
+    """An open-loop run sends exactly rate*duration requests, all ok, each on a new connection
+    (asking the server to close it) with its own X-Request-ID and User-Agent shop-probe."""
     base, app = server
     seconds: list[SecondSummary] = []
+    results: list[RequestResult] = []
 
-    report = run_probe(base + "/", rate=40, duration=0.5, on_second=seconds.append)
+    report = run_probe(base + "/", rate=40, duration=0.5, on_second=seconds.append,
+                       on_request=results.append)
 
     assert report.total == report.ok == 20
     assert report.failures == {}
@@ -89,6 +63,11 @@ def test_counts_every_scheduled_request_and_reads_release_headers(server):
     assert report.releases == {"1": 20}
     assert report.instances == {"tiny": 20}
     assert len(set(app.client_ports)) == 20  # no keep-alive: one connection per request
+    assert {r["connection"] for r in app.requests} == {"close"}
+    assert {r["user-agent"] for r in app.requests} == {"shop-probe"}
+    assert sorted(r["x-request-id"] for r in app.requests) == sorted(
+        r.request_id for r in results)
+    assert not any("cookie" in r for r in app.requests)
     assert report.latencies["p50"] is not None
     assert report.latencies["p50"] <= report.latencies["p99"] <= report.latencies["max"]
     assert seconds
@@ -112,29 +91,32 @@ def test_run_is_bounded_and_reports_each_second_once(server):
     assert sum(entry["completed"] for entry in report.timeline) == report.total
 
 
-@respx.mock
-def test_status_errors_are_failures_by_code():
-    """A 500 answer counts as failure kind status_500, with the probe's request id kept."""
-    respx.get(TARGET).mock(return_value=shop_answer(500, body=b'{"error": {}}'))
+def test_status_errors_are_failures_by_code(server):
+    """A 500 answer counts as failure kind status_500, with the probe's request id and the
+    first 200 characters of the answer kept."""
+    base, app = server
+    app.status, app.body = 500, b'{"error": {"message": "' + b"x" * 300 + b'"}}'
 
-    report = run_probe(TARGET, rate=20, duration=0.25)
+    report = run_probe(base + "/", rate=20, duration=0.25)
 
     assert report.total == 5
     assert report.ok == 0
     assert report.failures == {"status_500": 5}
     assert report.failed == 5
     assert report.releases == {"1": 5}  # the failed answers still say which release sent them
-    assert report.failure_samples[0]["request_id"].startswith("probe-")
+    sample = report.failure_samples[0]
+    assert sample["request_id"].startswith("probe-")
+    assert sample["kind"] == "status_500"
+    assert sample["detail"] == app.body.decode()[:200]
 
 
-@respx.mock
-def test_answers_and_failures_carry_when_they_were_sent():
+def test_answers_and_failures_carry_when_they_were_sent(server):
     """Each answered request keeps its send time and latency, so a percentile can be taken
     over any window of the run; failure samples keep when they were sent and ended."""
-    respx.get(TARGET).mock(return_value=shop_answer())
+    base, app = server
     before = time.monotonic()
 
-    report = run_probe(TARGET, rate=20, duration=0.5)
+    report = run_probe(base + "/", rate=20, duration=0.5)
 
     assert before <= report.started_at <= time.monotonic()
     assert len(report.answers) == report.total == 10
@@ -145,15 +127,15 @@ def test_answers_and_failures_carry_when_they_were_sent():
     assert report.latency_percentile(1.0, 0, 0.25) == max(first_half)
     assert report.latency_percentile(0.5, 5, 6) is None
 
-    respx.get(TARGET).mock(return_value=shop_answer(500, body=b'{"error": {}}'))
-    failed = run_probe(TARGET, rate=20, duration=0.1)
+    app.status = 500
+    failed = run_probe(base + "/", rate=20, duration=0.1)
     sample = failed.failure_samples[0]
     assert 0 <= sample["sent_at"] <= sample["ended_at"] < 1
 
 
-def test_refused_connections_are_connect_failures(closed_port):
+def test_refused_connections_are_connect_failures():
     """Nothing listening on the port: every request is a 'connect' failure."""
-    report = run_probe(f"http://127.0.0.1:{closed_port}/", rate=20, duration=0.25)
+    report = run_probe(closed_port() + "/", rate=20, duration=0.25)
 
     assert report.total == 5
     assert report.failures == {"connect": 5}
@@ -161,30 +143,40 @@ def test_refused_connections_are_connect_failures(closed_port):
     assert report.latencies["p50"] is None
 
 
-@respx.mock
-def test_slow_answers_are_timeouts():
-    """An answer slower than the timeout is a 'timeout' failure and does not stretch the run."""
-    async def slow(request: httpx.Request) -> httpx.Response:
-        await asyncio.sleep(1.0)
-        return shop_answer()
+def test_slow_answers_are_timeouts(server):
+    """An answer slower than the timeout is a 'timeout' failure when the timeout has passed,
+    not later (not rounded up to a whole second), and does not stretch the run."""
+    base, app = server
+    app.delay = 2.0
+    results: list[RequestResult] = []
 
-    respx.get(TARGET).mock(side_effect=slow)
+    # Ten requests 0.1 s apart: a timeout rounded up to the next whole second would keep at
+    # least one of them waiting 0.9 s or more.
+    report = run_probe(base + "/", rate=10, duration=1.0, timeout=0.2, on_request=results.append)
 
-    report = run_probe(TARGET, rate=10, duration=0.2, timeout=0.2)
+    assert report.failures == {"timeout": 10}
+    assert all(0.2 <= r.ended_at - r.sent_at < 0.7 for r in results)
+    assert report.elapsed < 1.0 + 0.7
+
+
+def test_a_connect_that_never_completes_is_a_timeout():
+    """A host that answers no SYN (a dead node) gives 'timeout' failures within the timeout,
+    not 'connect' ones: the timeout covers the connect too."""
+    with black_hole() as url:
+        report = run_probe(url + "/", rate=10, duration=0.2, timeout=0.3)
 
     assert report.failures == {"timeout": 2}
-    assert report.elapsed < 0.9
+    assert report.elapsed < 1.0
 
 
-@respx.mock
-def test_timeouts_raised_by_httpx_are_timeouts():
-    """httpx's own timeouts (connect, read) count as 'timeout' too, not as resets."""
-    respx.get(TARGET).mock(side_effect=[httpx.ConnectTimeout("connect"),
-                                        httpx.ReadTimeout("read")])
-
-    report = run_probe(TARGET, rate=10, duration=0.2)
+def test_an_answer_that_stalls_mid_body_is_a_timeout():
+    """A 200 whose body stops coming is a 'timeout' once the timeout has passed: it covers the
+    whole call, the body included, not just the wait for the answer's head."""
+    with raw_server(stalls_mid_body) as url:
+        report = run_probe(url + "/", rate=10, duration=0.2, timeout=0.3)
 
     assert report.failures == {"timeout": 2}
+    assert report.elapsed < 1.0
 
 
 @pytest.mark.parametrize(("body", "content_type"), [
@@ -193,36 +185,47 @@ def test_timeouts_raised_by_httpx_are_timeouts():
     (b"", "application/json"),
     (b"\xff\xfe", "application/json"),
 ], ids=["proxy page", "cut off", "empty", "not UTF-8"])
-@respx.mock
-def test_success_status_with_a_wrong_body_is_a_failure(body: bytes, content_type: str):
+def test_success_status_with_a_wrong_body_is_a_failure(server, body: bytes, content_type: str):
     """A 2xx whose body is not JSON (a proxy's page, a cut-off answer) is a 'bad_body'
     failure, not a success."""
-    respx.get(TARGET).mock(return_value=shop_answer(200, body=body, content_type=content_type))
+    base, app = server
+    app.body, app.content_type = body, content_type
 
-    report = run_probe(TARGET, rate=20, duration=0.1)
+    report = run_probe(base + "/", rate=20, duration=0.1)
 
     assert report.failures == {"bad_body": 2}
     assert report.ok == 0
     assert report.failure_samples[0]["request_id"].startswith("probe-")
 
 
-def test_reset_connections_are_reset_failures(resetting_port):
-    """A server that accepts and resets the connection gives 'reset' failures."""
-    report = run_probe(f"http://127.0.0.1:{resetting_port}/", rate=20, duration=0.2)
+def test_degraded_answers_are_successes_counted_apart(server):
+    """A 2xx flagged X-Degraded (the front served without coupons) succeeded, and is counted
+    as degraded."""
+    base, app = server
+    app.degraded = True
+
+    report = run_probe(base + "/", rate=20, duration=0.2)
+
+    assert report.ok == report.degraded == 4
+    assert report.failed == 0
+
+
+def test_reset_connections_are_reset_failures():
+    """A server that reads each request and resets the connection gives 'reset' failures."""
+    with raw_server(resets_after_request) as url:
+        report = run_probe(url + "/", rate=20, duration=0.2)
 
     assert report.total == 4
     assert report.failures == {"reset": 4}
 
 
-@respx.mock
-def test_background_probe_sees_release_switch_and_stops_early():
+def test_background_probe_sees_release_switch_and_stops_early(server):
     """A BlockingProbe runs while the release changes; stop_and_wait ends it early with both
     seen."""
-    release = ["1"]
-    respx.get(TARGET).mock(side_effect=lambda request: shop_answer(release=release[0]))
-    handle = BlockingProbe.start(TARGET, rate=50, duration=10)
+    base, app = server
+    handle = BlockingProbe.start(base + "/", rate=50, duration=10)
     wait_for("5 answers", lambda: handle.completed >= 5, timeout=5, interval=0.01)
-    release[0] = "2"
+    app.release = "2"
     switched_at = handle.completed
     wait_for("5 more", lambda: handle.completed >= switched_at + 5, timeout=5, interval=0.01)
 
@@ -240,7 +243,7 @@ def test_background_probe_sees_release_switch_and_stops_early():
 
 def test_a_probe_stopped_before_it_runs_sends_nothing(server):
     """stop() before run(): the run ends at once, stopped early, nothing sent."""
-    base, _ = server
+    base, app = server
     probe = Probe(base + "/", rate=10, duration=10)
     probe.stop()
 
@@ -249,6 +252,22 @@ def test_a_probe_stopped_before_it_runs_sends_nothing(server):
     assert report.stopped_early
     assert report.total == 0
     assert report.elapsed < 1
+    assert not app.requests
+
+
+def test_a_probe_that_sent_its_whole_schedule_was_not_stopped_early(server):
+    """stop() once every request has been sent, while the last ones are still in flight, is
+    not an early stop: the report says the schedule ran to its end."""
+    base, app = server
+    app.delay = 0.5
+    handle = BlockingProbe.start(base + "/", rate=20, duration=0.1)
+    wait_for("both requests at the server", lambda: len(app.requests) == 2, timeout=5,
+             interval=0.01)
+
+    report = handle.stop_and_wait()
+
+    assert not report.stopped_early
+    assert report.total == report.ok == 2
 
 
 def test_the_engine_runs_in_a_callers_event_loop_and_reports_each_request(server):
@@ -293,21 +312,57 @@ def test_the_engine_runs_in_a_callers_event_loop_and_reports_each_request(server
     assert len({r.request_id for r in results}) == len(results)
 
 
-@respx.mock
-def test_cli_exit_status_and_json_report(tmp_path, capsys):
+def test_a_named_probe_says_who_asks(server):
+    """A probe named for its user (the console) sends request ids and a User-Agent with that
+    name instead of the probe's."""
+    base, app = server
+    results: list[RequestResult] = []
+
+    run_probe(base + "/", rate=20, duration=0.1, on_request=results.append)
+    asyncio.run(Probe(base + "/", rate=20, duration=0.1, name="console",
+                      on_request=results.append).run())
+
+    assert [r.request_id.split("-")[0] for r in results] == ["probe"] * 2 + ["console"] * 2
+    assert [r["user-agent"] for r in app.requests] == ["shop-probe"] * 2 + ["shop-console"] * 2
+
+
+def test_a_client_that_falls_behind_shows_as_schedule_lag(server):
+    """The report's schedule lag is how late requests left against start + n/rate: a client
+    whose loop is held up for 0.3 s sends the requests due meanwhile at least 0.25 s late, and
+    the lag says so while every request still succeeds."""
+    base, _ = server
+    held: list[bool] = []
+
+    def hold_the_loop_once(result: RequestResult) -> None:
+        if not held:
+            held.append(True)
+            time.sleep(0.3)  # a client short of CPU: nothing else runs in its loop meanwhile
+
+    # Requests 25 ms apart: the first one due after the hold began waits at least 0.275 s.
+    report = run_probe(base + "/", rate=40, duration=1.5, on_request=hold_the_loop_once)
+
+    assert report.failed == 0
+    assert report.schedule_lag["max"] >= 250
+    assert 0 <= report.schedule_lag["p99"] <= report.schedule_lag["max"]
+    assert report.to_dict()["schedule_lag_ms"] == report.schedule_lag
+    assert "schedule lag ms" in summary_text(report)
+
+
+def test_cli_exit_status_and_json_report(server, tmp_path, capsys):
     """main() exits 0 when all succeed and 1 when any fail, and writes the JSON report."""
-    route = respx.get(TARGET).mock(return_value=shop_answer())
+    base, app = server
     out = tmp_path / "probe.json"
 
-    assert main([TARGET, "--rate", "20", "--duration", "0.2", "--json", str(out)]) == 0
+    assert main([base + "/", "--rate", "20", "--duration", "0.2", "--json", str(out)]) == 0
     data = json.loads(out.read_text())
     assert data["total"] == 4
     assert data["failed"] == 0
     assert data["releases"] == {"1": 4}
     assert data["release_windows"] == [{"start": 0, "end": 5, "releases": {"1": 4}}]
+    assert set(data["schedule_lag_ms"]) == {"p99", "max"}
 
-    route.mock(return_value=shop_answer(500))
-    assert main([TARGET, "--rate", "20", "--duration", "0.2", "--quiet"]) == 1
+    app.status = 500
+    assert main([base + "/", "--rate", "20", "--duration", "0.2", "--quiet"]) == 1
     assert "4  status_500=4" in capsys.readouterr().out
 
 

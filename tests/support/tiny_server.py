@@ -13,34 +13,45 @@ import uvicorn
 
 from tests.support.steps import wait_for
 
+OK_BODY = b'{"status":"OK"}'
+
 
 @dataclass
 class TinyApp:
-    """An ASGI app that answers like a shop service: X-Release/X-Instance, failures on demand."""
+    """An ASGI app that answers like a shop service (X-Release, X-Instance, a JSON body), with
+    what it answers set by the test; it keeps each request's client port and headers."""
 
     release: str = "1"
-    fail: bool = False
-    slow_seconds: float = 1.0
+    status: int = 200
+    body: bytes = OK_BODY
+    content_type: str = "application/json"
+    degraded: bool = False  # X-Degraded on the answer, as the front serving without coupons
+    delay: float = 0.0  # s before each answer
     client_ports: list[int] = field(default_factory=list)
+    requests: list[dict[str, str]] = field(default_factory=list)  # headers, lower-case names
+
+    def reset(self) -> None:
+        """Back to a healthy release 1 answering at once, nothing recorded."""
+        self.release, self.status, self.body = "1", 200, OK_BODY
+        self.content_type, self.degraded, self.delay = "application/json", False, 0.0
+        self.client_ports.clear()
+        self.requests.clear()
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         assert scope["type"] == "http"
         self.client_ports.append(scope["client"][1])
-        if scope["path"] == "/slow":
-            await asyncio.sleep(self.slow_seconds)
-        status = 500 if self.fail else 200
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"x-release", self.release.encode()),
-                    (b"x-instance", b"tiny"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": b'{"status":"OK"}'})
+        self.requests.append({name.decode(): value.decode() for name, value in scope["headers"]})
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        headers = [
+            (b"content-type", self.content_type.encode()),
+            (b"x-release", self.release.encode()),
+            (b"x-instance", b"tiny"),
+        ]
+        if self.degraded:
+            headers.append((b"x-degraded", b"coupons"))
+        await send({"type": "http.response.start", "status": self.status, "headers": headers})
+        await send({"type": "http.response.body", "body": self.body})
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +85,5 @@ def tiny_server() -> Iterator[tuple[str, TinyApp]]:
 def server(tiny_server: tuple[str, TinyApp]) -> tuple[str, TinyApp]:
     """The shared tiny server with its app reset to healthy release 1."""
     base, app = tiny_server
-    app.release, app.fail = "1", False
-    app.client_ports.clear()
+    app.reset()
     return base, app
