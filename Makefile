@@ -30,7 +30,8 @@
 #                                      each service at its *_TAG and *_REPLICAS (default
 #                                      IMG_TAG, REPLICAS); NO_IPVS=1: stacks/shop.no-ipvs.yml,
 #                                      the edge inside the stack
-#   make shop-update SERVICE=front     that service to IMG_TAG=2; the others keep what they run
+#   make shop-update SERVICE=front     that service to IMG_TAG (default latest, release 2); the
+#                                      others keep what they run
 #   make shop-status / shop-down       the stack's services and tasks / remove it, networks and all
 #   make stacks                        write the stack files from stacks/definition.yml
 #
@@ -227,7 +228,8 @@ reverse = $(if $(1),$(call reverse,$(wordlist 2,$(words $(1)),$(1))) $(firstword
 # Of the shop: stacks deployed now, images `make build` made.
 deployed_stacks = $(filter $(STACKS),$(shell $(DOCKER) stack ls --format '{{.Name}}' 2>/dev/null))
 shop_images = $(shell $(DOCKER) image ls --format '{{.Repository}}:{{.Tag}}' \
-	--filter 'reference=$(SHOP_NAMESPACE)/*-service' --filter 'reference=$(AUTOSCALER_IMAGE)' 2>/dev/null)
+	--filter 'reference=$(SHOP_NAMESPACE)/*-service' --filter 'reference=$(AUTOSCALER_IMAGE)' \
+	--filter 'reference=$(CONSOLE_IMAGE)' 2>/dev/null)
 
 .PHONY: help configure base-images wheels networks build push deploy deploy-edge status scale \
 	update rollback down clean cluster-up cluster-deploy cluster-status cluster-down \

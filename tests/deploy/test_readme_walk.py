@@ -69,8 +69,9 @@ def product_of_release_1(output: str) -> None:
 # What each step of the walk must end with (its last line), or a check of its whole output.
 CLOSING: dict[str, str | Callable[[str], None]] = {
     "make configure": "wrote host.mk: every make step reads it",
-    "make build": (f"built: {NAMESPACE}/{{prod,coupon,front}}-service:{{1,2,latest}} and "
-                   f"{NAMESPACE}/autoscaler:latest, on shop/python-base:bookworm"),
+    "make build": (f"built: {NAMESPACE}/{{prod,coupon,front}}-service:{{1,2,latest}} "
+                   f"{NAMESPACE}/autoscaler:latest and {NAMESPACE}/console:latest, on "
+                   "shop/python-base:bookworm"),
     "make deploy IMG_TAG=1": shop_line("front_app release 1 (2/2)"),
     f"curl -s {URL}": product_of_release_1,
     "make update": shop_line("front_app release 2 (2/2)"),
@@ -80,7 +81,7 @@ CLOSING: dict[str, str | Callable[[str], None]] = {
     "make autoscale": shop_line("front_app release 2 (2/2)", autoscale=True),
     "make down": ("nothing of the shop runs: stacks prod, coupon, front, edge, autoscale; "
                   "networks backend, frontend; volumes autoscale_prometheus-data removed"),
-    "make clean": "removed 10 images of the shop and the builds' leftovers",
+    "make clean": "removed 11 images of the shop and the builds' leftovers",
 }
 
 

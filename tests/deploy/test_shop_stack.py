@@ -1,7 +1,8 @@
 """The whole shop as one stack, on a real single-node swarm, through its make targets:
 `make shop-deploy` (here stacks/shop.no-ipvs.yml: no IPVS, the edge inside the stack), then
-`make shop-update SERVICE=front` under a probe, which must replace the front's tasks and no
-other, with no failed request, then `make shop-down`, which must leave nothing of the stack.
+`make shop-update SERVICE=front IMG_TAG=2` under a probe, which must replace the front's tasks
+and no other, with no failed request, then `make shop-down`, which must leave nothing of the
+stack.
 
 It runs beside the per-service deployment of tests/support/swarm_deployment.py and uses its
 images and helpers, but shares nothing with it on the swarm: the one stack has its own
@@ -131,15 +132,15 @@ def test_one_stack_serves_on_its_own(one_stack: OneStack) -> None:
 
 
 def test_update_of_one_service_leaves_the_others_untouched(one_stack: OneStack) -> None:
-    """`make shop-update SERVICE=front` (IMG_TAG=2) deploys the front at release 2 and prod
+    """`make shop-update SERVICE=front IMG_TAG=2` deploys the front at release 2 and prod
     and coupon at the release they run, read from the swarm: the front's tasks are replaced
     under a probe with no failed request, and not one task of prod, coupon or the edge
     restarts."""
     before = one_stack.containers()
     shop = one_stack.shop
-    with shop.step("one stack: make shop-update SERVICE=front 1 -> 2") as row, \
+    with shop.step("one stack: make shop-update SERVICE=front IMG_TAG=2") as row, \
             one_stack.entry.probing(row):
-        printed = one_stack.make("shop-update", SERVICE="front")
+        printed = one_stack.make("shop-update", SERVICE="front", IMG_TAG="2")
         wait_for("the front at release 2, prod and coupon at 1",
                  lambda: one_stack.converged({"prod": "1", "coupon": "1", "front": "2"}))
         wait_for("the edge to serve release 2",
