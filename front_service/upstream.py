@@ -38,6 +38,13 @@ RETRYABLE = frozenset({"connect", "connect_timeout", "disconnected", "reset", "p
 HEDGE_EVERY = 10
 HEDGE_BURST = 10
 
+# At the deadline, one short look at what the running tries have already received. When the
+# whole node stalls (seen under heavy contention: every process of every container held for
+# most of a second), the answers arrive in the sockets while the front is not running; when it
+# runs again, uvloop (libuv) fires the due timers before it polls the sockets, so without this
+# look the deadline would throw away answers that came in time.
+LAST_LOOK_SECONDS = 0.02
+
 
 def failure_kind(exc: BaseException) -> str:
     """Name a failed try: connect, connect_timeout, disconnected, reset, payload, invalid_body
@@ -149,8 +156,8 @@ def _session(settings: FrontSettings, resolver: CachingResolver,
     )
     return aiohttp.ClientSession(
         connector=connector,
-        # Only the connect timeout per address here; the whole call's deadline is one
-        # asyncio.timeout around the race of its tries (UpstreamClient.get).
+        # Only the connect timeout per address here; the whole call's deadline is the race's
+        # own (UpstreamClient._race).
         timeout=aiohttp.ClientTimeout(total=None,
                                       sock_connect=settings.upstream_connect_timeout_seconds),
         headers={"User-Agent": f"shop-front/{settings.release}"},
@@ -229,8 +236,7 @@ class UpstreamClient:
         call = _Call(upstream, url, time.perf_counter())
         outcome = "ok"
         try:
-            async with asyncio.timeout(self.total_timeout):
-                return await self._race(call, parse)
+            return await self._race(call, parse)
         except TimeoutError:
             outcome = "timeout"
             raise UpstreamError(upstream, "timeout",
@@ -261,8 +267,16 @@ class UpstreamClient:
         retried_5xx = False
         next_kind: str | None = "first"
         next_at = 0.0
+        deadline = call.started + self.total_timeout
+        last_look = False
         while True:
             now = time.perf_counter()
+            if now >= deadline:
+                if last_look or not running:
+                    raise TimeoutError
+                last_look, deadline = True, now + LAST_LOOK_SECONDS
+            if last_look:
+                next_kind = None  # no new try: only what has arrived
             if next_kind is not None and now >= next_at:
                 if next_kind == "hedge" and not budget.spend():
                     # No budget for an early hedge: the attempt timeout's backstop instead.
@@ -275,10 +289,10 @@ class UpstreamClient:
                 if next_kind is None:
                     assert failure is not None  # nothing runs and nothing is due: all failed
                     raise failure
-                await asyncio.sleep(next_at - now)
+                await asyncio.sleep(min(next_at, deadline) - now)
                 continue
-            wait = None if next_kind is None else max(0.0, next_at - now)
-            done, _ = await asyncio.wait(running, timeout=wait,
+            wake_at = deadline if next_kind is None else min(next_at, deadline)
+            done, _ = await asyncio.wait(running, timeout=max(0.0, wake_at - now),
                                          return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 ended = running.pop(task)

@@ -5,6 +5,7 @@ failures, all under one deadline; over real sockets to the real prod app behind 
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -130,6 +131,28 @@ async def test_hedges_do_not_follow_the_first_try_to_a_dead_replica(
             assert front.counter("shop_upstream_hedges_total", upstream="prod") == 5
             assert front.counter("shop_upstream_errors_total", upstream="prod",
                                  kind="timeout") == 0
+
+
+@pytest.mark.parametrize("anyio_backend", [("asyncio", {"use_uvloop": True})])
+@pytest.mark.anyio
+async def test_answers_that_came_during_a_stall_are_taken(upstreams: Upstreams) -> None:
+    """The front's process stalls for longer than the whole budget (a node so short of CPU
+    that nothing of it runs) after its upstream calls were sent; the answers arrive meanwhile.
+    When it runs again, uvloop fires the deadline's timer before it reads the sockets: the
+    last look reads them, and the answers that came in time are the call's, not a 504."""
+    settings = front_settings_for(upstreams)  # a 0.5 s budget, no hedge
+    async with running_front(settings) as front:
+        assert (await front.get()).status_code == 200  # connections open, first-call costs paid
+        upstreams.reset()
+        call = asyncio.create_task(front.get())
+        # Both calls have reached their upstreams (counted on the upstreams' own thread).
+        while len(upstreams.requests) < 2:  # noqa: ASYNC110
+            await asyncio.sleep(0.001)
+        time.sleep(0.8)  # noqa: ASYNC251 - the stall: this loop, and the front on it, stop
+        response = await call
+        assert response.status_code == 200, response.text
+        assert "x-degraded" not in response.headers
+        assert front.counter("shop_upstream_errors_total", upstream="prod", kind="timeout") == 0
 
 
 @pytest.mark.anyio
