@@ -156,10 +156,13 @@ class Swarm:
         # A rollback's scale-in drops the removed tasks from the task list at once while their
         # containers still drain: those on this node are found by their labels.
         wanted_ids = {t["ID"] for t in wanted}
+        # sparse: the list's own data (labels included), no inspect per container: a draining
+        # container may be gone between the list and its inspect.
         for container in self.client.containers.list(
-            filters={"label": f"com.docker.swarm.service.id={service.id}"}
+            sparse=True, filters={"label": f"com.docker.swarm.service.id={service.id}"}
         ):
-            task_id = container.labels.get("com.docker.swarm.task.id", container.id)
+            labels = container.attrs.get("Labels") or {}
+            task_id = labels.get("com.docker.swarm.task.id", container.id)
             if task_id not in wanted_ids:
                 draining.add(task_id)
         failures = sorted(
@@ -297,7 +300,7 @@ def leftovers(
     for stack in stacks:
         label = f"{STACK_LABEL}={stack}"
         services = [s.name for s in client.services.list(filters={"label": label})]
-        containers = client.containers.list(all=True, filters={"label": label})
+        containers = client.containers.list(all=True, sparse=True, filters={"label": label})
         nets = [n.name for n in client.networks.list(filters={"label": label})]
         if services:
             left.append(f"services {', '.join(str(s) for s in services)}")
