@@ -281,12 +281,12 @@ endif
 deploy: networks
 	$(foreach s,$(SERVICES),$(call STACK_ENV,$(s)) $(DEPLOY) $(STACK_FILES_$(s)) $(s)$(newline))
 	$(if $(EDGE_SERVICE),$(EDGE_DEPLOY))
-	$(SWARM) wait $(foreach s,$(SERVICES),$(s)_app) $(EDGE_SERVICE)
+	$(SWARM) wait --served $(foreach s,$(SERVICES),$(s)_app) $(EDGE_SERVICE)
 
 EDGE_DEPLOY = EDGE_PORT=$(EDGE_PORT) EDGE_IMAGE=$(STACK_EDGE_IMAGE) $(DEPLOY) -c stacks/edge.yml edge
 deploy-edge:
 	$(EDGE_DEPLOY)
-	$(SWARM) wait edge_proxy
+	$(SWARM) wait --served edge_proxy
 
 status:
 	$(SWARM) status
@@ -377,7 +377,7 @@ shop-deploy shop-update: COUPON_REPLICAS = $(call SHOP_REPLICAS,coupon)
 shop-deploy shop-update: FRONT_REPLICAS = $(call SHOP_REPLICAS,front)
 shop-deploy:
 	$(strip $(SHOP_ENV)) $(DEPLOY) -c $(SHOP_FILE) $(SHOP_STACK)
-	$(SHOP_SWARM) wait $(SHOP_SERVICES)
+	$(SHOP_SWARM) wait --served $(SHOP_SERVICES)
 
 # `docker stack deploy` applies the whole file: SERVICE gets IMG_TAG (latest unless given),
 # every other service the tag it runs, and each keeps its replica count, so only SERVICE's

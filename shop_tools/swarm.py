@@ -1,6 +1,8 @@
 """shop-swarm: what the shop's swarm steps wait for, and where things stand.
 
-    shop-swarm wait SERVICE... [--rollback]    until each service has converged
+    shop-swarm wait SERVICE... [--rollback] [--served]
+                                               until each service has converged (and the
+                                               entry point answers 200)
     shop-swarm removed [--networks N,..] [--volumes V,..]   until the shop's stacks are gone
     shop-swarm status                          release, replicas, update state, entry point
     shop-swarm previous SERVICE                what `docker service rollback` returns to
@@ -9,6 +11,9 @@ Common options (before the subcommand): --stacks (the shop's stack names, comma-
 --url (its entry point), --timeout. `make deploy`, `update`, `scale`, `rollback`,
 `autoscale` and `down` run their docker commands, then `wait` or `removed`: one progress line
 per change, then one closing line, what runs now, on which release, at which URL.
+
+`make deploy` (and `deploy-edge`, `shop-deploy`) also wait for the entry point to answer 200:
+the edge takes a front in only after its health checks pass, a moment after the tasks run.
 
 A service has converged when it runs as many tasks as it wants, all `running` (swarm counts a
 task with a healthcheck as running only once it is healthy), all on the spec's image, none
@@ -42,7 +47,7 @@ from rich.table import Table
 STACKS = "prod,coupon,front,edge,autoscale"
 URL = "http://127.0.0.1/product-detail/2"
 TIMEOUT = 300.0  # s: an update of two tasks with its 30 s monitor takes about 45 s here
-POLL = 1.0  # s between two looks at the swarm
+POLL = 1.0  # s between two looks at the swarm (or the entry point)
 IN_PROGRESS = {"updating", "rollback_started"}
 FAILED = {"paused", "rollback_paused"}
 STACK_LABEL = "com.docker.stack.namespace"
@@ -251,8 +256,24 @@ def wait(swarm: Swarm, names: Sequence[str], args: argparse.Namespace, console: 
             return 2
         if pending:
             time.sleep(POLL)
+    if args.served and not served(args.url, deadline, progress, console):
+        return 2
     console.print(swarm.closing_line(args.stacks, args.url))
     return 0
+
+
+def served(url: str, deadline: float, progress: Progress, console: Console) -> bool:
+    """Until the entry point answers 200: converged tasks are not yet a served shop (the
+    edge takes a front in after its health checks pass). False at the deadline."""
+    while True:
+        status = answer(url)
+        progress.show("entry point", f"entry point: {status}")
+        if status.startswith("200"):
+            return True
+        if time.monotonic() > deadline:
+            console.print(f"the entry point {url} does not answer 200: {status}")
+            return False
+        time.sleep(POLL)
 
 
 def update_failure(first: ServiceState, now: ServiceState, rollback: bool) -> str:
@@ -418,6 +439,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     wait_cmd.add_argument("services", nargs="+")
     wait_cmd.add_argument("--rollback", action="store_true",
                           help="a rollback was asked for: its end is the goal")
+    wait_cmd.add_argument("--served", action="store_true",
+                          help="then until the entry point (--url) answers 200")
     removed_cmd = commands.add_parser("removed", help="until the shop's stacks are gone")
     removed_cmd.add_argument("--networks", type=_names, default=[])
     removed_cmd.add_argument("--volumes", type=_names, default=[])

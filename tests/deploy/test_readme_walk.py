@@ -56,7 +56,8 @@ def shop_line(front: str, autoscale: bool = False) -> str:
     services = ["prod_app release 1 (2/2)", "coupon_app release 1 (2/2)", front,
                 "edge_proxy (1/1)"]
     if autoscale:
-        services += ["autoscale_prometheus (1/1)", "autoscale_scaler (1/1)"]
+        services += ["autoscale_docker-api (1/1)", "autoscale_prometheus (1/1)",
+                     "autoscale_scaler (1/1)"]
     return f"now: {', '.join(services)} at {URL}"
 
 
@@ -79,7 +80,8 @@ CLOSING: dict[str, str | Callable[[str], None]] = {
     "make rollback": shop_line("front_app release 2 (2/2)"),
     "make status": f"entry point: {URL} (200 from release 2)",
     "make autoscale": shop_line("front_app release 2 (2/2)", autoscale=True),
-    "make down": ("nothing of the shop runs: stacks prod, coupon, front, edge, autoscale; "
+    "make down": ("nothing of the shop runs: stacks prod, coupon, front, edge, autoscale, "
+                  "console; "
                   "networks backend, frontend; volumes autoscale_prometheus-data removed"),
     "make clean": "removed 11 images of the shop and the builds' leftovers",
 }
