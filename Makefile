@@ -151,6 +151,9 @@ endif
 # The entry point on this machine: the routing mesh's port 80 (stacks/front.yml), or the edge
 # proxy's EDGE_PORT without IPVS (make configure sets EDGE_PORT to 80 where there is IPVS).
 ENTRY_URL = http://127.0.0.1$(if $(filter-out 80,$(EDGE_PORT)),:$(EDGE_PORT))/product-detail/2
+# A deploy waits until the entry point answers 200 (shop-swarm wait --served), unless the
+# engine is elsewhere (DOCKER_HOST) and no ENTRY_URL says where this machine reaches the shop.
+SERVED = $(if $(and $(DOCKER_HOST),$(filter file,$(origin ENTRY_URL))),,--served)
 empty :=
 space := $(empty) $(empty)
 comma := ,
@@ -281,12 +284,12 @@ endif
 deploy: networks
 	$(foreach s,$(SERVICES),$(call STACK_ENV,$(s)) $(DEPLOY) $(STACK_FILES_$(s)) $(s)$(newline))
 	$(if $(EDGE_SERVICE),$(EDGE_DEPLOY))
-	$(SWARM) wait --served $(foreach s,$(SERVICES),$(s)_app) $(EDGE_SERVICE)
+	$(SWARM) wait $(SERVED) $(foreach s,$(SERVICES),$(s)_app) $(EDGE_SERVICE)
 
 EDGE_DEPLOY = EDGE_PORT=$(EDGE_PORT) EDGE_IMAGE=$(STACK_EDGE_IMAGE) $(DEPLOY) -c stacks/edge.yml edge
 deploy-edge:
 	$(EDGE_DEPLOY)
-	$(SWARM) wait --served edge_proxy
+	$(SWARM) wait $(SERVED) edge_proxy
 
 status:
 	$(SWARM) status
@@ -377,7 +380,7 @@ shop-deploy shop-update: COUPON_REPLICAS = $(call SHOP_REPLICAS,coupon)
 shop-deploy shop-update: FRONT_REPLICAS = $(call SHOP_REPLICAS,front)
 shop-deploy:
 	$(strip $(SHOP_ENV)) $(DEPLOY) -c $(SHOP_FILE) $(SHOP_STACK)
-	$(SHOP_SWARM) wait --served $(SHOP_SERVICES)
+	$(SHOP_SWARM) wait $(SERVED) $(SHOP_SERVICES)
 
 # `docker stack deploy` applies the whole file: SERVICE gets IMG_TAG (latest unless given),
 # every other service the tag it runs, and each keeps its replica count, so only SERVICE's

@@ -165,8 +165,10 @@ cmd_deploy() {
     # (dnsrr endpoints, the edge on every node's port 80). It creates the overlay networks
     # too. With REGISTRY it deploys the pushed images with --resolve-image always (digests
     # pinned, the nodes pull); without, --resolve-image never (the nodes hold the images).
+    # It waits until the shop answers at ENTRY_URL: here node1's port 80, as this machine
+    # reaches it.
     DOCKER_HOST=unix://$sock run make --no-print-directory deploy HOST_CONFIG=/dev/null \
-        NO_IPVS=1 "${registry[@]}" \
+        NO_IPVS=1 "${registry[@]}" ENTRY_URL="http://127.0.0.1:$(node_port 1)/product-detail/2" \
         DOCKER="$DOCKER" SHOP_NAMESPACE="$SHOP_NAMESPACE" IMG_TAG="$tag" \
         REPLICAS="${REPLICAS:-2}" EDGE_PORT=80 EDGE_IMAGE="$EDGE_IMAGE" >&2
     log "deployed; the shop answers on every node, e.g. curl http://127.0.0.1:$(node_port 1)/product-detail/2"
