@@ -16,6 +16,7 @@ import contextlib
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import anyio
@@ -44,13 +45,17 @@ class StoryReader:
     """Reads a request's lines from the services' logs, in bounded time."""
 
     def __init__(self, connect: Callable[[], docker.DockerClient], services: list[str],
-                 timeout_s: float, max_reads: int = 8) -> None:
+                 timeout_s: float, max_open_service_reads: int | None = None,
+                 container_reads_at_once: int = 4) -> None:
         self.connect = connect  # a new client for one read (a client is not shared by threads)
         self.services = services
         self.timeout_s = timeout_s
-        # Reads whose thread has not ended yet (one the page stopped waiting for included):
-        # past this many, a read is not started, so threads that hang cannot pile up.
-        self.slots = threading.BoundedSemaphore(max_reads)
+        # Service-log reads whose thread has not ended yet (one the page stopped waiting for
+        # included): past this many, a service-log read is not started, so threads that hang
+        # cannot pile up. Four stories' worth by default. Container-log reads always end (since
+        # and until), so they are never refused: one story's wait for each other's threads.
+        self.slots = threading.BoundedSemaphore(max_open_service_reads or 4 * len(services))
+        self.container_reads_at_once = container_reads_at_once
 
     async def story(self, request_id: str, sent: float, until: float,
                     containers: dict[str, list[str]]) -> dict[str, Any]:
@@ -62,30 +67,35 @@ class StoryReader:
         until += AFTER_S
         needle = request_id.encode()
         reads: dict[tuple[str, str], _Read] = {}
+        container_threads = anyio.CapacityLimiter(self.container_reads_at_once)
         with anyio.move_on_after(self.timeout_s):
             async with anyio.create_task_group() as group:
                 for service in self.services:
                     read = reads[(service, "service")] = _Read()
-                    group.start_soon(self._run, self._service_logs, service, since, needle, read)
+                    group.start_soon(self._service_read, service, since, needle, read)
                     for container in containers.get(service, []):
                         read = reads[(service, container)] = _Read()
-                        group.start_soon(self._run, self._container_logs, container, since,
-                                         until, needle, read)
+                        group.start_soon(partial(
+                            anyio.to_thread.run_sync, self._container_logs, container, since,
+                            until, needle, read, limiter=container_threads,
+                            abandon_on_cancel=True))
         for read in reads.values():
             read.stop.set()  # a thread still reading stops at its next line
         return {"request_id": request_id, "lines": _merge(reads),
                 "sources": _sources(self.services, reads, self.timeout_s)}
 
-    async def _run(self, reader: Callable[..., None], *args: Any) -> None:
-        await anyio.to_thread.run_sync(self._bounded, reader, args, abandon_on_cancel=True)
+    async def _service_read(self, service: str, since: float, needle: bytes,
+                            read: _Read) -> None:
+        await anyio.to_thread.run_sync(self._bounded_service_logs, service, since, needle,
+                                       read, abandon_on_cancel=True)
 
-    def _bounded(self, reader: Callable[..., None], args: tuple[Any, ...]) -> None:
-        read: _Read = args[-1]
+    def _bounded_service_logs(self, service: str, since: float, needle: bytes,
+                              read: _Read) -> None:
         if not self.slots.acquire(blocking=False):
             read.outcome = "not read: earlier reads have not ended yet"
             return
         try:
-            reader(*args)
+            self._service_logs(service, since, needle, read)
         finally:
             self.slots.release()
 
@@ -155,10 +165,12 @@ def _sources(services: list[str], reads: dict[tuple[str, str], _Read],
             outcome = f"no end within {timeout_s:g} s: showing what arrived"
         containers = [r for (s, source), r in reads.items() if s == service and source != "service"]
         here = [r for r in containers if r.outcome != "elsewhere"]
+        unread = sum(r.outcome != "complete" for r in here)
         out.append({
             "service": service,
             "service_logs": outcome,
             "container_logs": (f"{len(here)} of {len(containers)} containers on this node"
+                               + (f", {unread} not read to the end" if unread else "")
                                if containers else "no containers known"),
         })
     return out

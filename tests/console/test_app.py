@@ -171,6 +171,51 @@ def test_story_is_bounded_when_service_logs_never_end(
     assert [line["source"] for line in story["lines"]] == [f"container {container[:12]}"]
 
 
+def test_story_reads_every_container_of_a_busy_moment(
+        engine: FakeEngine, console_app: FastAPI, console_server: Served) -> None:
+    """Right after a rolling update of the front (four of its containers around the request,
+    two of prod's, two of coupon's, every service-log read without an end), the story still
+    has the lines of all three services: container-log reads are never refused for lack of
+    threads, they wait for each other."""
+    started = time.time() - 30
+    sent = time.time() - 2
+    engine.swarm.nodes = [node("node-1", "node1")]
+    engine.swarm.services = [service("svc-front", "front_app", FRONT_2),
+                             service("svc-prod", "prod_app", "shop/prod-service:1"),
+                             service("svc-coupon", "coupon_app", "shop/coupon-service:1")]
+    engine.swarm.tasks = [
+        task("taskA", "svc-front", 1, FRONT_1, "shutdown", since=sent - 1, desired="shutdown",
+             created=started),
+        task("taskB", "svc-front", 2, FRONT_1, "shutdown", since=sent - 1, desired="shutdown",
+             created=started),
+        task("taskC", "svc-front", 1, FRONT_2, "running", since=sent - 8),
+        task("taskD", "svc-front", 2, FRONT_2, "running", since=sent - 8),
+        *(task(ident, "svc-prod", slot, "shop/prod-service:1", "running", since=started)
+          for slot, ident in enumerate(("taskP", "taskQ"), 1)),
+        *(task(ident, "svc-coupon", slot, "shop/coupon-service:1", "running", since=started)
+          for slot, ident in enumerate(("taskK", "taskL"), 1)),
+    ]
+    wait_for("the swarm read", lambda: len(
+        httpx.get(f"{console_server.url}/api/state").json()["tasks"]) == 8, timeout=10)
+    add_request(console_app, "console-abc-5", sent)
+    engine.swarm.endless_service_logs = {"front_app", "prod_app", "coupon_app"}
+    engine.swarm.container_logs = {ident * 4: [] for ident in (
+        "taskA", "taskB", "taskC", "taskD", "taskP", "taskQ", "taskK", "taskL")}
+    engine.swarm.container_logs["taskD" * 4] = [
+        (sent + 0.006, log_line("front", "console-abc-5", status=200))]
+    engine.swarm.container_logs["taskQ" * 4] = [
+        (sent + 0.002, log_line("prod", "console-abc-5"))]
+    engine.swarm.container_logs["taskL" * 4] = [
+        (sent + 0.003, log_line("coupon", "console-abc-5"))]
+    story = httpx.get(f"{console_server.url}/api/requests/console-abc-5/story",
+                      timeout=20).json()
+    assert [line["service"] for line in story["lines"]] == ["prod_app", "coupon_app",
+                                                             "front_app"]
+    assert {s["service"]: s["container_logs"] for s in story["sources"]} == {
+        "front_app": "4 of 4 containers on this node", "prod_app": "2 of 2 containers on this node",
+        "coupon_app": "2 of 2 containers on this node"}
+
+
 def test_story_errors(engine: FakeEngine, console_client: TestClient) -> None:
     """Unknown ids are a 404, malformed ones a 400, both in the shop's error shape."""
     missing = console_client.get("/api/requests/console-nope/story")
