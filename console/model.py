@@ -19,6 +19,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from shop_tools.probe.report import percentile
+
 # What a task is doing, for a person: derived from swarm's task state and desired state.
 STARTING, HEALTHY, RUNNING, DRAINING = "starting", "healthy", "running", "draining"
 SHUTDOWN, FAILED, REJECTED = "shutdown", "failed", "rejected"
@@ -69,14 +71,6 @@ def release_of(image: str) -> str:
     name = image.split("@", 1)[0]
     last = name.rsplit("/", 1)[-1]
     return last.rsplit(":", 1)[1] if ":" in last else "latest"
-
-
-def percentile(ordered: list[float], q: float) -> float | None:
-    """Nearest-rank percentile of sorted values; None when there are none."""
-    if not ordered:
-        return None
-    rank = max(1, math.ceil(q * len(ordered)))
-    return ordered[min(rank, len(ordered)) - 1]
 
 
 # -- inputs -------------------------------------------------------------------------------
