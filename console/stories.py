@@ -53,7 +53,8 @@ class StoryReader:
         # Service-log reads whose thread has not ended yet (one the page stopped waiting for
         # included): past this many, a service-log read is not started, so threads that hang
         # cannot pile up. Four stories' worth by default. Container-log reads always end (since
-        # and until), so they are never refused: one story's wait for each other's threads.
+        # and until), so they are never refused: a story's container reads take turns on
+        # `container_reads_at_once` threads.
         self.slots = threading.BoundedSemaphore(max_open_service_reads or 4 * len(services))
         self.container_reads_at_once = container_reads_at_once
 
